@@ -1,0 +1,171 @@
+"""Producing webhook events into Kafka: topics per event family, CloudEvents headers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from gateway.dedup import Receipt
+from gateway.envelope import Envelope
+from gateway.errors import BrokerUnavailable
+from gateway.settings import CloudEventsSettings, KafkaSettings
+
+log = structlog.get_logger("gateway.producer")
+
+
+class TopicRouter:
+    """Map an event type to its family topic: ``request.completed`` → ``hitl.request``."""
+
+    def __init__(self, prefix: str, families: Iterable[str], fallback_family: str) -> None:
+        self._topics = {family: prefix + family for family in families}
+        self._fallback = prefix + fallback_family
+
+    def topic_for(self, envelope: Envelope) -> str:
+        return self._topics.get(envelope.family, self._fallback)
+
+    @property
+    def topics(self) -> list[str]:
+        return [*self._topics.values(), self._fallback]
+
+
+def cloudevents_headers(envelope: Envelope, source: str) -> list[tuple[str, bytes]]:
+    """Headers of the CloudEvents Kafka protocol binding, binary content mode."""
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", envelope.event_id.encode()),
+        ("ce_type", envelope.event_type.encode()),
+        ("ce_source", source.encode()),
+        ("content-type", b"application/json"),
+    ]
+    if envelope.occurred_at:
+        headers.insert(4, ("ce_time", envelope.occurred_at.encode()))
+    return headers
+
+
+class EventProducer:
+    """An idempotent aiokafka producer with acks=all that answers only with a broker receipt."""
+
+    def __init__(self, settings: KafkaSettings, cloudevents: CloudEventsSettings) -> None:
+        self._settings = settings
+        self._source = cloudevents.source
+        self.router = TopicRouter(settings.topic_prefix, settings.families, settings.fallback_family)
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        settings = self._settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=settings.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=settings.linger_ms,
+            max_batch_size=settings.max_batch_bytes,
+            compression_type=None if settings.compression == "none" else settings.compression,
+            # A batch that the broker has not taken within the produce timeout expires with
+            # an error instead of being sent after the sender was already told 503.
+            request_timeout_ms=int(settings.produce_timeout_s * 1000),
+        )
+        try:
+            await producer.start()
+        except KafkaError as error:
+            await producer.stop()
+            raise BrokerUnavailable(
+                f"cannot connect to Kafka at {settings.bootstrap_servers}: {error}; "
+                "check kafka.bootstrap_servers or GATEWAY_KAFKA_BOOTSTRAP and that the broker is running"
+            ) from error
+        self._producer = producer
+        if settings.create_topics:
+            await ensure_topics(
+                settings.bootstrap_servers, self.router.topics, settings.partitions, settings.replication_factor
+            )
+        log.info("producer_started", bootstrap_servers=settings.bootstrap_servers, topics=self.router.topics)
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            # stop() flushes what is still buffered before closing.
+            await producer.stop()
+            log.info("producer_stopped")
+
+    async def produce(self, envelope: Envelope, body: bytes) -> Receipt:
+        """Send the body unchanged and return where the broker stored it.
+
+        Raises BrokerUnavailable when the broker does not acknowledge within the produce
+        timeout. A record that times out on our side can still have reached the broker,
+        so consumers deduplicate on the ``ce_id`` header.
+        """
+        if self._producer is None:
+            raise BrokerUnavailable("the Kafka producer is not running")
+        topic = self.router.topic_for(envelope)
+        key = envelope.loop_id.encode() if envelope.loop_id else None
+        timeout_s = self._settings.produce_timeout_s
+        pending: asyncio.Future | None = None
+        try:
+            pending = await self._producer.send(
+                topic, value=body, key=key, headers=cloudevents_headers(envelope, self._source)
+            )
+            # The accumulator expires the batch after request_timeout_ms; the extra second
+            # only guards against that expiry never firing.
+            metadata = await asyncio.wait_for(asyncio.shield(pending), timeout=timeout_s + 1.0)
+        except (KafkaError, TimeoutError) as error:
+            if pending is not None and not pending.done():
+                pending.add_done_callback(_log_late_outcome)
+            raise BrokerUnavailable(
+                f"Kafka did not acknowledge the record for {topic} within {timeout_s:.0f} s: {type(error).__name__}"
+            ) from error
+        return Receipt(metadata.topic, metadata.partition, metadata.offset)
+
+    async def is_ready(self, timeout_s: float = 2.0) -> bool:
+        """Return True when the broker answers a metadata request within ``timeout_s``."""
+        if self._producer is None:
+            return False
+        client = self._producer.client
+        try:
+            node_id = client.get_random_node()
+            if node_id is None:
+                return False
+            return bool(await asyncio.wait_for(client.ready(node_id), timeout=timeout_s))
+        except (KafkaError, TimeoutError, OSError):
+            return False
+
+
+def _log_late_outcome(pending: asyncio.Future) -> None:
+    # The producer keeps retrying a record after we gave up on it; it may still be written.
+    if pending.cancelled():
+        return
+    error = pending.exception()
+    if error is None:
+        metadata = pending.result()
+        log.warning("late_acknowledgement", topic=metadata.topic, partition=metadata.partition, offset=metadata.offset)
+    else:
+        log.warning("late_failure", error=type(error).__name__)
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: Sequence[str], partitions: int, replication_factor: int
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [topic for topic in topics if topic not in existing]
+        if not missing:
+            return []
+        new_topics = [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor) for topic in missing]
+        try:
+            await admin.create_topics(new_topics)
+        except TopicAlreadyExistsError:
+            # Another replica created them at the same moment.
+            pass
+        log.info("topics_created", topics=missing, partitions=partitions, replication_factor=replication_factor)
+        return missing
+    finally:
+        await admin.close()
