@@ -42,6 +42,7 @@ pom=$script_dir/kafka/pom.xml
 log4j_config=$script_dir/kafka/log4j2.properties
 
 host=127.0.0.1
+kafka_port_from_env=${KAFKA_PORT:+yes}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_DATA_DIR=${KAFKA_DATA_DIR:-$repo_dir/.run/kafka}
@@ -79,12 +80,10 @@ check_settings() {
         fi
     done
 
-    # The paths end up in server.properties and in the JVM's command line, so
-    # make them absolute before anything else changes directory.
-    mkdir -p "$KAFKA_DATA_DIR" "$HITL_KAFKA_HOME" \
-        || die "cannot create KAFKA_DATA_DIR=$KAFKA_DATA_DIR or HITL_KAFKA_HOME=$HITL_KAFKA_HOME"
-    KAFKA_DATA_DIR=$(cd "$KAFKA_DATA_DIR" && pwd)
-    HITL_KAFKA_HOME=$(cd "$HITL_KAFKA_HOME" && pwd)
+    # The paths end up in server.properties, in the JVM's command line and in
+    # the pid check, so they must be absolute. Only start creates them.
+    KAFKA_DATA_DIR=$(realpath -m -- "$KAFKA_DATA_DIR")
+    HITL_KAFKA_HOME=$(realpath -m -- "$HITL_KAFKA_HOME")
 
     libs_dir=$HITL_KAFKA_HOME/libs
     libs_stamp=$HITL_KAFKA_HOME/libs.pom.sha256
@@ -98,8 +97,9 @@ check_settings() {
 # Serializes start, stop, kill and reset on one data directory, so two test
 # runs that call start at the same time get one broker.
 lock_data_dir() {
-    exec 9>"$KAFKA_DATA_DIR/kafka.lock"
-    flock -w 180 9 || die "another kafka.sh has held $KAFKA_DATA_DIR/kafka.lock for 180 s; wait for it or check for a stuck kafka.sh process"
+    mkdir -p "$KAFKA_DATA_DIR" || die "cannot create KAFKA_DATA_DIR=$KAFKA_DATA_DIR; set KAFKA_DATA_DIR to a writable directory"
+    exec 9>"$KAFKA_DATA_DIR/kafka.sh.lock"
+    flock -w 180 9 || die "another kafka.sh has held $KAFKA_DATA_DIR/kafka.sh.lock for 180 s; wait for it or check for a stuck kafka.sh process"
 }
 
 # ---------------------------------------------------------------- install
@@ -154,12 +154,13 @@ ensure_java() {
 # Copies the runtime jars of deploy/kafka/pom.xml into $libs_dir, unless they
 # were already copied for a pom with the same SHA-256.
 ensure_jars() {
-    local pom_hash staging
+    local pom_hash staging mvn_log
     pom_hash=$(sha256sum "$pom" | cut -d' ' -f1)
     if [[ -d $libs_dir && -f $libs_stamp && $(<"$libs_stamp") == "$pom_hash" ]]; then
         return
     fi
 
+    mkdir -p "$HITL_KAFKA_HOME" || die "cannot create HITL_KAFKA_HOME=$HITL_KAFKA_HOME; set HITL_KAFKA_HOME to a writable directory"
     exec 8>"$HITL_KAFKA_HOME/resolve.lock"
     flock -w 600 8 || die "another kafka.sh has been resolving jars into $HITL_KAFKA_HOME for 600 s; wait for it or delete $HITL_KAFKA_HOME"
     # A concurrent kafka.sh may have finished the same resolution meanwhile.
@@ -171,14 +172,19 @@ ensure_jars() {
         die "$pom changed since the jars in $libs_dir were resolved, and the broker (pid $(<"$pid_file")) still runs from them; run 'deploy/kafka.sh stop' first"
     fi
 
-    command -v mvn >/dev/null || apt_install maven
+    if ! command -v mvn >/dev/null; then
+        apt_install maven
+        command -v mvn >/dev/null || die "package maven installed but mvn is not on PATH=$PATH; add /usr/bin to PATH and retry"
+    fi
     say "resolving Kafka jars from $pom into $libs_dir"
     staging=$HITL_KAFKA_HOME/libs.partial
     rm -rf "$staging"
-    if ! mvn -B -q -Dstyle.color=never -f "$pom" \
-        dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$staging" >&2; then
+    mvn_log=$HITL_KAFKA_HOME/resolve.log
+    if ! mvn -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+        -DoutputDirectory="$staging" >"$mvn_log" 2>&1; then
         rm -rf "$staging"
-        die "mvn dependency:copy-dependencies failed for $pom (see Maven's output above); check that Maven Central is reachable and retry"
+        grep -E '^\[(ERROR|WARNING)\]' "$mvn_log" | head -n 20 >&2 || true
+        die "mvn dependency:copy-dependencies failed for $pom (full output in $mvn_log); check that Maven Central is reachable and retry"
     fi
     compgen -G "$staging/kafka_2.13-*.jar" >/dev/null \
         || die "mvn finished but $staging has no kafka_2.13 jar; check the dependencies in $pom"
@@ -274,12 +280,25 @@ sys.exit(1)
 PY
 }
 
+# Points KAFKA_PORT at the port in the running broker's server.properties,
+# which wins over the environment until the broker restarts.
+use_running_port() {
+    local port
+    port=$(sed -n 's|^advertised.listeners=PLAINTEXT://[^:]*:\([0-9]*\)$|\1|p' "$config")
+    [[ -n $port ]] || die "no advertised.listeners=PLAINTEXT://host:port line in $config; run 'deploy/kafka.sh stop' and start again"
+    if [[ $port != "$KAFKA_PORT" && -n $kafka_port_from_env ]]; then
+        say "note: the running broker listens on port $port, not KAFKA_PORT=$KAFKA_PORT; run stop and start to change the port"
+    fi
+    KAFKA_PORT=$port
+    bootstrap=$host:$port
+}
+
 port_in_use() {
     (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null
 }
 
 write_config() {
-    mkdir -p "$log_dirs" "$(dirname "$log_file")"
+    mkdir -p "$log_dirs" "$KAFKA_DATA_DIR/logs"
     cat >"$config" <<EOF
 $config_header
 process.roles=broker,controller
@@ -302,6 +321,13 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 
+# After SIGKILL the controller keeps the dead broker's registration until its
+# session times out (9 s by default) and only then lets the restarted broker
+# register. Broker and controller share this JVM, so short heartbeats are cheap
+# and make crash-and-restart tests about 6 s faster.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
+
 # Topics come from the gateway's setup or from tests, never from a typo.
 auto.create.topics.enable=false
 # Tests start one consumer per group and should not wait 3 s for others.
@@ -313,13 +339,13 @@ EOF
 # The quorum is static (controller.quorum.voters), so changing
 # KAFKA_CONTROLLER_PORT later needs no new format.
 format_storage_once() {
-    local cluster_id attempt
+    local cluster_id _
     [[ -f $log_dirs/meta.properties ]] && return
 
     # A Kafka cluster id is 16 random bytes in unpadded URL-safe base64. Kafka's
     # own generator skips ids that start with '-' because the CLI would read
     # them as an option, and so does this loop.
-    for attempt in 1 2 3 4 5 6 7 8; do
+    for _ in 1 2 3 4 5 6 7 8; do
         cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
         [[ $cluster_id != -* ]] && break
     done
@@ -337,6 +363,7 @@ cmd_start() {
 
     if is_running; then
         pid=$(<"$pid_file")
+        use_running_port
         if probe_metadata; then
             say "broker already running (pid $pid, data in $KAFKA_DATA_DIR)"
             if [[ -f $libs_stamp && $(sha256sum "$pom" | cut -d' ' -f1) != "$(<"$libs_stamp")" ]]; then
@@ -360,15 +387,16 @@ cmd_start() {
         write_config
         format_storage_once
 
+        # The broker must not inherit the lock descriptors 8 and 9, or it would
+        # hold the data directory lock for its whole life.
         echo "---- kafka.sh start $(date -u +%Y-%m-%dT%H:%M:%SZ), Kafka $(kafka_version)" >>"$log_file"
         # KAFKA_HEAP_OPTS is split on spaces on purpose: it holds several flags.
         # shellcheck disable=SC2086
         nohup "$java_bin" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
             -Djava.awt.headless=true \
             -Dlog4j2.configurationFile="$log4j_config" \
-            -Dkafka.logs.dir="$(dirname "$log_file")" \
             -cp "$libs_dir/*" kafka.Kafka "$config" \
-            </dev/null >>"$log_file" 2>&1 &
+            </dev/null >>"$log_file" 2>&1 8>&- 9>&- &
         pid=$!
         echo "$pid" >"$pid_file"
         say "started Kafka $(kafka_version) broker pid $pid, log in $log_file"
@@ -399,18 +427,33 @@ cmd_start() {
     die "broker pid $pid did not return metadata on $bootstrap within ${KAFKA_START_TIMEOUT}s; it is left running, see $log_file, then run 'deploy/kafka.sh stop' or raise KAFKA_START_TIMEOUT"
 }
 
-# Waits up to $2 seconds for pid $1 to stop running kafka.Kafka.
+# Succeeds when pid $1 is gone or a zombie. A dying JVM loses its cmdline
+# before the kernel has closed its sockets, so is_running alone would report a
+# killed broker as gone while its ports are still bound.
+process_gone() {
+    local stat state
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    # The state is the first field after the parenthesized command name.
+    state=${stat##*) }
+    [[ ${state%% *} == Z ]]
+}
+
+# Waits up to $2 seconds for pid $1 to exit.
 wait_for_exit() {
     local pid=$1 deadline=$((SECONDS + $2))
     while ((SECONDS < deadline)); do
-        is_running || return 0
-        sleep 0.2
+        process_gone "$pid" && return 0
+        sleep 0.1
     done
-    ! is_running
+    process_gone "$pid"
 }
 
 cmd_stop() {
     check_settings
+    if [[ ! -d $KAFKA_DATA_DIR ]]; then
+        say "broker not running ($KAFKA_DATA_DIR does not exist)"
+        return
+    fi
     lock_data_dir
     stop_broker
 }
@@ -437,6 +480,10 @@ stop_broker() {
 cmd_kill() {
     local pid
     check_settings
+    if [[ ! -d $KAFKA_DATA_DIR ]]; then
+        say "broker not running ($KAFKA_DATA_DIR does not exist)"
+        return
+    fi
     lock_data_dir
     if ! is_running; then
         rm -f "$pid_file"
@@ -461,6 +508,7 @@ cmd_status() {
         return 1
     fi
     pid=$(<"$pid_file")
+    use_running_port
     if ! probe_metadata; then
         say "broker pid $pid is running but not answering metadata requests on $bootstrap; see $log_file"
         return 2
@@ -479,11 +527,15 @@ cmd_perf_test() {
 
 cmd_reset() {
     check_settings
+    if [[ ! -d $KAFKA_DATA_DIR ]]; then
+        say "nothing to delete: $KAFKA_DATA_DIR does not exist"
+        return
+    fi
     lock_data_dir
     if [[ -f $config ]] && [[ $(head -n 1 "$config") != "$config_header" ]]; then
         die "$config was not written by kafka.sh, so KAFKA_DATA_DIR=$KAFKA_DATA_DIR may not be a kafka.sh data directory; delete it by hand if that is intended"
     fi
-    if [[ ! -f $config ]] && [[ -n $(find "$KAFKA_DATA_DIR" -mindepth 1 -maxdepth 1 ! -name kafka.lock -print -quit) ]]; then
+    if [[ ! -f $config ]] && [[ -n $(find "$KAFKA_DATA_DIR" -mindepth 1 -maxdepth 1 ! -name kafka.sh.lock ! -name kafka.lock -print -quit) ]]; then
         die "KAFKA_DATA_DIR=$KAFKA_DATA_DIR has files but no server.properties from kafka.sh; delete it by hand if that is intended"
     fi
     stop_broker
@@ -507,4 +559,6 @@ main() {
     esac
 }
 
-main "$@"
+# Exiting on the same line keeps bash from reading on into this file if it was
+# edited while the command ran.
+main "$@"; exit

@@ -21,6 +21,8 @@ from gateway.signatures import build_verifier
 
 log = structlog.get_logger("gateway.app")
 
+INGRESS_KEY = web.AppKey("ingress", Ingress)
+
 
 def build_dedup_store(settings: GatewaySettings, metrics: IngressMetrics) -> DedupStore:
     dedup = settings.dedup
@@ -67,7 +69,7 @@ def create_app(settings: GatewaySettings, secrets: list[str]) -> web.Application
         retry_after_s=settings.kafka.retry_after_s,
     )
     app = build_app(ingress, webhook_path=settings.http.path)
-    app["ingress"] = ingress
+    app[INGRESS_KEY] = ingress
 
     async def start_producer(app: web.Application) -> None:
         await producer.start()
@@ -85,7 +87,9 @@ async def serve(settings: GatewaySettings, secrets: list[str], *, sock: socket.s
     """Run the ingress until SIGINT or SIGTERM, then stop gracefully.
 
     Stopping closes the listening socket, lets requests in flight finish for up to
-    ``http.shutdown_timeout_s``, and flushes the producer.
+    ``http.shutdown_timeout_s``, and flushes the producer. ``sock`` is a listening
+    socket made by the caller; a worker of ``serve --workers N`` passes its
+    SO_REUSEPORT socket here.
     """
     app = create_app(settings, secrets)
     runner = web.AppRunner(
@@ -96,12 +100,14 @@ async def serve(settings: GatewaySettings, secrets: list[str], *, sock: socket.s
     await runner.setup()
     if sock is not None:
         site: web.BaseSite = web.SockSite(runner, sock)
+        port = sock.getsockname()[1]
     else:
         site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_port=False)
+        port = settings.http.port
     await site.start()
     log.info(
         "gateway_listening",
-        url=f"http://{_display_host(settings.http.host)}:{settings.http.port}{settings.http.path}",
+        url=f"http://{_display_host(settings.http.host)}:{port}{settings.http.path}",
         kafka=settings.kafka.bootstrap_servers,
         signature_scheme=settings.signature.scheme,
         dedup=settings.dedup.backend,
@@ -116,6 +122,36 @@ async def serve(settings: GatewaySettings, secrets: list[str], *, sock: socket.s
     finally:
         await runner.cleanup()
         log.info("gateway_stopped")
+
+
+def missing_speedups() -> list[str]:
+    """Name the C extensions of the hot path that are not in use.
+
+    Each falls back silently to pure Python, which costs several times the CPU per
+    request: aiokafka's record batch builder (absent without a binary wheel, or turned
+    off by AIOKAFKA_NO_EXTENSIONS) and aiohttp's HTTP parser (AIOHTTP_NO_EXTENSIONS).
+    """
+    from aiohttp import http_parser
+    from aiokafka.record import default_records
+
+    missing = []
+    if default_records.DefaultRecordBatchBuilder is default_records._DefaultRecordBatchBuilderPy:
+        missing.append("aiokafka.record._crecords")
+    if http_parser.HttpRequestParser is http_parser.HttpRequestParserPy:
+        missing.append("aiohttp._http_parser")
+    return missing
+
+
+def warn_without_speedups() -> None:
+    missing = missing_speedups()
+    if missing:
+        log.warning(
+            "speedups_missing",
+            modules=missing,
+            effect="every request costs several times more CPU",
+            fix="unset AIOKAFKA_NO_EXTENSIONS and AIOHTTP_NO_EXTENSIONS, and install aiokafka and aiohttp "
+            "from binary wheels for this Python and platform (pip install --force-reinstall --only-binary :all: aiokafka aiohttp)",
+        )
 
 
 def _display_host(host: str) -> str:

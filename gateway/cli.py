@@ -13,7 +13,7 @@ import sys
 from gateway import __version__
 from gateway.errors import ConfigError
 
-COMMAND_MODULES = ("gateway.ingress_commands", "gateway.routing.commands")
+COMMAND_MODULES = ("gateway.ingress_commands", "gateway.routing.commands", "gateway.routing.config_commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, UnavailableError
 from gateway.logs import configure_logging
 from gateway.samples import EVENT_TYPES, new_object_id, sample_body
 from gateway.settings import DEFAULT_CONFIG_PATH, load_settings, load_webhook_secrets
@@ -28,6 +28,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--config",
         default=None,
         help=f"gateway YAML file (default: $GATEWAY_CONFIG, else built-in defaults; example: {DEFAULT_CONFIG_PATH})",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes sharing the port (default: serve.workers or GATEWAY_WORKERS, else one per core "
+        "with dedup.backend redis and 1 with the in-memory store; more than 1 needs Redis)",
     )
     serve.set_defaults(run=run_serve)
 
@@ -58,11 +66,23 @@ def run_serve(args: argparse.Namespace) -> int:
             f"or signature.secrets_file; for local development use `make run`, which generates one"
         )
 
+    from gateway.app import warn_without_speedups
+    from gateway.workers import Supervisor, resolve_worker_count
+
+    workers = resolve_worker_count(settings, args.workers)
+    warn_without_speedups()
+    if workers > 1:
+        return Supervisor(settings, secrets, workers).run()
+
     import uvloop
 
     from gateway.app import serve
 
-    uvloop.run(serve(settings, secrets))
+    try:
+        uvloop.run(serve(settings, secrets))
+    except UnavailableError as error:
+        print(f"hitl-gateway serve: cannot start: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

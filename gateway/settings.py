@@ -117,8 +117,15 @@ class LoggingSettings(Section):
 
 
 class ServeSettings(Section):
-    workers: int | None = Field(1, ge=1)
+    # None: one worker per core with the Redis dedup store, one with the in-memory store.
+    workers: int | None = Field(None, ge=1)
+    # A worker that dies is restarted after this pause, doubled for each death in a row
+    # up to max_restart_backoff_s; a worker that ran for a minute starts again from here.
     restart_backoff_s: PositiveFloat = 1.0
+    max_restart_backoff_s: PositiveFloat = 30.0
+    # After SIGTERM, workers finish their requests (http.shutdown_timeout_s) and flush
+    # the producer; the supervisor SIGKILLs those still running after this long.
+    stop_timeout_s: PositiveFloat = 30.0
 
 
 class GatewaySettings(Section):
@@ -138,6 +145,16 @@ class GatewaySettings(Section):
                 f"dedup.reservation_ttl_s ({self.dedup.reservation_ttl_s}) greater than "
                 f"kafka.produce_timeout_s ({self.kafka.produce_timeout_s}), so a live reservation "
                 "never expires while its produce is still running"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _stop_outlives_shutdown(self) -> "GatewaySettings":
+        if self.serve.stop_timeout_s <= self.http.shutdown_timeout_s:
+            raise ValueError(
+                f"serve.stop_timeout_s ({self.serve.stop_timeout_s}) greater than "
+                f"http.shutdown_timeout_s ({self.http.shutdown_timeout_s}), so that workers can finish "
+                "their requests and flush the producer before the supervisor kills them"
             )
         return self
 

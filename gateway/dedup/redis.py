@@ -1,0 +1,215 @@
+"""A deduplication store in Redis, shared by every worker process and replica.
+
+Each event id is one key under ``dedup.redis.key_prefix``. Its value is either a
+reservation, ``p:<token>``, that expires after ``reservation_ttl_s``, or a delivery,
+``d:<partition>:<offset>:<topic>``, that expires after ``window_s``. The reservation
+token names the process that holds it (``<pid>.<random>.<counter>``), so that an
+operator can tell which worker a stuck reservation belongs to, and so that a release
+never drops a reservation that has since passed to another worker.
+
+Every operation is one Lua script, so reserve-or-read, complete and
+release-if-still-ours are atomic on the server. A delivery that finds the id reserved
+polls with a growing pause until the holder completes or releases it, the reservation
+expires (its holder died) or ``wait_timeout_s`` runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.dedup import Receipt
+from gateway.errors import DedupUnavailable
+from gateway.settings import DedupSettings
+
+log = structlog.get_logger("gateway.dedup.redis")
+
+PENDING = b"p:"
+DELIVERED = b"d:"
+FIRST_POLL_PAUSE_S = 0.002
+MAX_POLL_PAUSE_S = 0.05
+
+# Returns nil after reserving the id, else the value already there.
+CLAIM_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current then
+    return current
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+# A delivery already recorded is kept: it is the receipt that duplicates were given.
+COMPLETE_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, 2) == 'd:' then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisDedupStore:
+    """The DedupStore protocol on a Redis server, for several processes at once.
+
+    When Redis cannot be reached, ``dedup.redis.on_unavailable`` decides: ``fail_closed``
+    raises DedupUnavailable (the request is answered 503 and nothing is produced),
+    ``fail_open`` lets the event through undeduplicated and calls ``on_bypass``. Either
+    way the change of state is logged once, not once per request.
+    """
+
+    def __init__(
+        self,
+        settings: DedupSettings,
+        *,
+        on_bypass: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        redis_settings = settings.redis
+        self._prefix = redis_settings.key_prefix.encode()
+        self._fail_open = redis_settings.on_unavailable == "fail_open"
+        self._where = describe_url(redis_settings.url)
+        self._reservation_ttl_ms = int(settings.reservation_ttl_s * 1000)
+        self._window_ms = int(settings.window_s * 1000)
+        self._wait_timeout_s = settings.wait_timeout_s
+        self._on_bypass = on_bypass
+        self._clock = clock
+
+        # One retry without a pause replaces a pooled connection that the server closed
+        # (after a Redis restart); more retries would only delay the 503 or the bypass.
+        self._client = Redis.from_url(
+            redis_settings.url,
+            socket_timeout=redis_settings.operation_timeout_s,
+            socket_connect_timeout=redis_settings.operation_timeout_s,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._claim_script = self._client.register_script(CLAIM_SCRIPT)
+        self._complete_script = self._client.register_script(COMPLETE_SCRIPT)
+        self._release_script = self._client.register_script(RELEASE_SCRIPT)
+
+        self._token_prefix = f"{os.getpid()}.{os.urandom(4).hex()}."
+        self._token_counter = itertools.count()
+        self._tokens: dict[str, bytes] = {}
+        self._reachable = True
+        self._closed = False
+
+    async def claim(self, event_id: str) -> Receipt | None:
+        key = self._prefix + event_id.encode()
+        token = PENDING + (self._token_prefix + str(next(self._token_counter))).encode()
+        deadline = self._clock() + self._wait_timeout_s
+        pause_s = FIRST_POLL_PAUSE_S
+        while True:
+            try:
+                current = await self._claim_script(keys=[key], args=[token, self._reservation_ttl_ms])
+            except RedisError as error:
+                return self._claim_unreachable(event_id, error)
+            self._mark_reachable()
+
+            # A retried script may have reserved the id on its first attempt.
+            if current is None or current == token:
+                self._tokens[event_id] = token
+                return None
+            if current.startswith(DELIVERED):
+                return parse_receipt(current)
+
+            remaining_s = deadline - self._clock()
+            if remaining_s <= 0:
+                raise DedupUnavailable(
+                    f"an earlier delivery of event {event_id} is still in flight after {self._wait_timeout_s:.0f} s"
+                )
+            await asyncio.sleep(min(pause_s, remaining_s))
+            pause_s = min(pause_s * 2, MAX_POLL_PAUSE_S)
+
+    async def complete(self, event_id: str, receipt: Receipt) -> None:
+        self._tokens.pop(event_id, None)
+        key = self._prefix + event_id.encode()
+        value = b"%s%d:%d:%s" % (DELIVERED, receipt.partition, receipt.offset, receipt.topic.encode())
+        try:
+            await self._complete_script(keys=[key], args=[value, self._window_ms])
+        except RedisError as error:
+            # The record is in Kafka already, so the sender gets its 200. The reservation
+            # expires after reservation_ttl_s; a redelivery after that is produced again,
+            # and consumers drop it by its ce_id header.
+            self._mark_unreachable(error)
+            return
+        self._mark_reachable()
+
+    async def release(self, event_id: str) -> None:
+        token = self._tokens.pop(event_id, None)
+        if token is None:
+            # Produced without a reservation (fail_open), or already completed.
+            return
+        try:
+            await self._release_script(keys=[self._prefix + event_id.encode()], args=[token])
+        except RedisError as error:
+            # The reservation expires by itself after reservation_ttl_s.
+            self._mark_unreachable(error)
+            return
+        self._mark_reachable()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._client.aclose()
+
+    def _claim_unreachable(self, event_id: str, error: RedisError) -> None:
+        self._mark_unreachable(error)
+        if not self._fail_open:
+            raise DedupUnavailable(
+                f"the Redis dedup store at {self._where} did not answer ({type(error).__name__}: {error}); "
+                "check that Redis runs and dedup.redis.url (GATEWAY_REDIS_URL) points at it"
+            ) from error
+        if self._on_bypass is not None:
+            self._on_bypass()
+        return None
+
+    def _mark_unreachable(self, error: RedisError) -> None:
+        if not self._reachable:
+            return
+        self._reachable = False
+        log.warning(
+            "dedup_store_unreachable",
+            redis=self._where,
+            on_unavailable="fail_open" if self._fail_open else "fail_closed",
+            error=f"{type(error).__name__}: {error}",
+        )
+
+    def _mark_reachable(self) -> None:
+        if self._reachable:
+            return
+        self._reachable = True
+        log.info("dedup_store_reachable", redis=self._where)
+
+
+def parse_receipt(value: bytes) -> Receipt:
+    """Read ``d:<partition>:<offset>:<topic>``; topic names cannot contain ':'."""
+    partition, offset, topic = value[len(DELIVERED) :].split(b":", 2)
+    return Receipt(topic.decode(), int(partition), int(offset))
+
+
+def describe_url(url: str) -> str:
+    """Return host, port and database of a Redis URL, leaving out any password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    database = parts.path.lstrip("/") or "0"
+    return f"{parts.hostname}:{parts.port or 6379}/{database}"

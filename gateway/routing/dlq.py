@@ -1,0 +1,151 @@
+"""Dead-letter topics: where a route parks events it could not deliver, and redriving them.
+
+A parked record keeps the original key, value and headers, so redriving it later is the
+same delivery as the first one. Headers starting with ``x-dlq-`` say which route gave up,
+why, after how many attempts, where the event was read from and when it was parked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from gateway.errors import BrokerUnavailable
+from gateway.routing.backoff import Backoff
+from gateway.routing.inbound import Inbound
+
+log = structlog.get_logger("gateway.routing.dlq")
+
+DLQ_HEADER_PREFIX = "x-dlq-"
+ROUTE_HEADER = "x-dlq-route"
+ERROR_HEADER = "x-dlq-error"
+ATTEMPTS_HEADER = "x-dlq-attempts"
+TOPIC_HEADER = "x-dlq-topic"
+PARTITION_HEADER = "x-dlq-partition"
+OFFSET_HEADER = "x-dlq-offset"
+TIME_HEADER = "x-dlq-time"
+MAX_ERROR_BYTES = 512
+PRODUCE_TIMEOUT_S = 30.0
+
+
+def dead_letter_headers(
+    inbound: Inbound, route: str, error: str, attempts: int, parked_at: datetime
+) -> list[tuple[str, bytes]]:
+    """The original headers (without earlier x-dlq- ones) followed by this parking's facts."""
+    kept = [(name, value) for name, value in inbound.headers if not name.startswith(DLQ_HEADER_PREFIX)]
+    return [
+        *kept,
+        (ROUTE_HEADER, route.encode()),
+        (ERROR_HEADER, error.encode("utf-8", errors="replace")[:MAX_ERROR_BYTES]),
+        (ATTEMPTS_HEADER, str(attempts).encode()),
+        (TOPIC_HEADER, inbound.topic.encode()),
+        (PARTITION_HEADER, str(inbound.partition).encode()),
+        (OFFSET_HEADER, str(inbound.offset).encode()),
+        (TIME_HEADER, parked_at.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()),
+    ]
+
+
+class DeadLetterQueue:
+    """Produces parked events to ``<source topic><suffix>`` with acks=all."""
+
+    def __init__(self, bootstrap_servers: str, suffix: str, *, client_id: str = "hitl-gateway-router-dlq") -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.suffix = suffix
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+        self._backoff = Backoff(initial_backoff_s=0.5, max_backoff_s=30.0, jitter=0.2)
+
+    def topic_for(self, source_topic: str) -> str:
+        return source_topic + self.suffix
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=int(PRODUCE_TIMEOUT_S * 1000),
+        )
+        try:
+            await producer.start()
+        except KafkaError as error:
+            await producer.stop()
+            raise BrokerUnavailable(
+                f"cannot connect the dead-letter producer to Kafka at {self.bootstrap_servers}: {error}; "
+                "check kafka.bootstrap_servers in the routing file and that the broker is running"
+            ) from error
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def park(
+        self,
+        inbound: Inbound,
+        *,
+        route: str,
+        error: str,
+        attempts: int,
+        sleep_unless_abandoned: Callable[[float], Awaitable[bool]],
+    ) -> bool:
+        """Produce the event to its dead-letter topic, trying until the broker acknowledges.
+
+        Returns False when the caller's work was abandoned before an acknowledgement.
+        """
+        if self._producer is None:
+            raise BrokerUnavailable("the dead-letter producer is not running; call start() first")
+        topic = self.topic_for(inbound.topic)
+        headers = dead_letter_headers(inbound, route, error, attempts, datetime.now(UTC))
+        failures = 0
+        while True:
+            try:
+                await self._producer.send_and_wait(topic, value=inbound.value, key=inbound.key, headers=headers)
+                return True
+            except KafkaError as produce_error:
+                failures += 1
+                delay_s = self._backoff.delay_s(failures)
+                log.warning(
+                    "dead_letter_produce_failed",
+                    event_id=inbound.event_id,
+                    route=route,
+                    topic=topic,
+                    reason=type(produce_error).__name__,
+                    retry_in_s=round(delay_s, 3),
+                )
+            if await sleep_unless_abandoned(delay_s):
+                return False
+
+
+def header_values(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+    """The x-dlq- headers of a parked record, decoded."""
+    return {
+        name: value.decode("utf-8", errors="replace")
+        for name, value in headers
+        if name.startswith(DLQ_HEADER_PREFIX)
+    }
+
+
+async def ensure_dead_letter_topics(
+    bootstrap_servers: str, source_topics: Sequence[str], suffix: str, *, partitions: int, replication_factor: int
+) -> list[str]:
+    """Create the missing dead-letter topics of ``source_topics``; return the names created."""
+    from gateway.producer import ensure_topics
+
+    try:
+        return await ensure_topics(
+            bootstrap_servers, [topic + suffix for topic in source_topics], partitions, replication_factor
+        )
+    except (KafkaError, asyncio.TimeoutError) as error:
+        raise BrokerUnavailable(
+            f"cannot create the dead-letter topics at {bootstrap_servers}: {type(error).__name__}: {error}; "
+            "check that the broker is running and that this client may create topics"
+        ) from error

@@ -1,0 +1,123 @@
+"""The ``kafka`` sink: produce each event to another topic, same key, value and headers.
+
+The producer is idempotent with acks=all, as the ingress's is. The target topic must
+exist (or the broker must create topics on first use); a missing topic surfaces as a
+retriable timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from gateway.sinks.base import DeliveryFailed, RoutedEvent, SinkContext, SinkSettings
+
+log = structlog.get_logger("gateway.sinks.kafka")
+
+# Errors that depend on the record itself, so sending it again cannot succeed. Everything
+# else (timeouts, leader changes, even authorisation, which an operator can fix) is retried.
+PERMANENT_ERRORS = (MessageSizeTooLargeError,)
+
+
+class KafkaSinkSettings(SinkSettings):
+    topic: str = Field(min_length=1)
+    # Default: the router's own cluster.
+    bootstrap_servers: str | None = Field(None, min_length=1)
+    client_id: str | None = None
+    request_timeout_s: PositiveFloat = 30.0
+    linger_ms: int = Field(5, ge=0)
+    max_batch_bytes: PositiveInt = 256 * 1024
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+
+
+class KafkaSink:
+    Settings: ClassVar[type[SinkSettings]] = KafkaSinkSettings
+    supports_batches: ClassVar[bool] = True
+
+    def __init__(self, settings: KafkaSinkSettings, context: SinkContext) -> None:
+        self._settings = settings
+        self._context = context
+        self._bootstrap_servers = settings.bootstrap_servers or context.kafka_bootstrap_servers
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        settings = self._settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=settings.client_id or f"{self._context.client_id}-{self._context.route}",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=settings.linger_ms,
+            max_batch_size=settings.max_batch_bytes,
+            compression_type=None if settings.compression == "none" else settings.compression,
+            request_timeout_ms=int(settings.request_timeout_s * 1000),
+        )
+        try:
+            await producer.start()
+        except KafkaError as error:
+            await producer.stop()
+            raise DeliveryFailed(
+                f"cannot connect to Kafka at {self._bootstrap_servers} for the kafka sink of route "
+                f"{self._context.route!r}: {type(error).__name__}; check sink.bootstrap_servers and that the broker runs",
+                retriable=True,
+            ) from error
+        self._producer = producer
+        log.info("kafka_sink_started", route=self._context.route, topic=settings.topic)
+
+    async def deliver(self, event: RoutedEvent) -> None:
+        await self.deliver_batch((event,))
+
+    async def deliver_batch(self, events: Sequence[RoutedEvent]) -> None:
+        """Hand every record to the producer first, then wait for all acknowledgements.
+
+        The producer batches what it was given together, so a batch costs about one
+        round trip. When any record fails the whole batch is reported failed; records
+        sent again are written twice, and consumers deduplicate on ``ce_id``.
+        """
+        if self._producer is None:
+            raise RuntimeError(f"the kafka sink of route {self._context.route!r} is used before start()")
+        topic = self._settings.topic
+
+        pending: list[asyncio.Future] = []
+        try:
+            for event in events:
+                headers = [*event.headers, *event.extra_headers]
+                pending.append(await self._producer.send(topic, value=event.value, key=event.key, headers=headers))
+        except KafkaError as error:
+            # Wait for the records already handed over, so none is left unobserved.
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise _failure(topic, error, total=len(events)) from error
+
+        results = await asyncio.gather(*pending, return_exceptions=True)
+
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:
+            raise _failure(topic, errors[0], failed=len(errors), total=len(events)) from errors[0]
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def __aenter__(self) -> "KafkaSink":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def _failure(topic: str, error: BaseException, *, failed: int = 1, total: int = 1) -> DeliveryFailed:
+    count = f"{failed} of {total} records" if total > 1 else "the record"
+    return DeliveryFailed(
+        f"producing {count} to {topic} failed: {type(error).__name__}",
+        retriable=not isinstance(error, PERMANENT_ERRORS),
+    )
