@@ -42,7 +42,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     send = subparsers.add_parser(
         "send-test",
         help="sign a sample event and send it to a gateway",
-        description="Sign a sample HITL.sh event (or the exact bytes of --file) and POST it; print the answer.",
+        description="Sign a sample HITL.sh event (or the exact bytes of --file) and POST it; print the response.",
     )
     send.add_argument("--url", required=True, help="the gateway's webhook URL, e.g. http://127.0.0.1:8080/webhooks/hitl")
     send.add_argument("--secret", required=True, help="the shared webhook secret to sign with")
@@ -52,7 +52,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     send.add_argument(
         "--scheme", choices=["hitl", "standard_webhooks"], default="hitl", help="signature scheme (default: hitl)"
     )
-    send.add_argument("--timeout-s", type=float, default=30.0, help="seconds to wait for the answer (default: 30)")
+    send.add_argument("--timeout-s", type=float, default=30.0, help="seconds to wait for the response (default: 30)")
     send.set_defaults(run=run_send_test)
 
 

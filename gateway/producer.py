@@ -48,7 +48,7 @@ def cloudevents_headers(envelope: Envelope, source: str) -> list[tuple[str, byte
 
 
 class EventProducer:
-    """An idempotent aiokafka producer with acks=all that answers only with a broker receipt."""
+    """An idempotent aiokafka producer with acks=all; ``produce`` returns only once the broker acknowledged."""
 
     def __init__(self, settings: KafkaSettings, cloudevents: CloudEventsSettings) -> None:
         self._settings = settings
@@ -68,8 +68,8 @@ class EventProducer:
             linger_ms=settings.linger_ms,
             max_batch_size=settings.max_batch_bytes,
             compression_type=None if settings.compression == "none" else settings.compression,
-            # A batch that the broker has not taken within the produce timeout expires with
-            # an error instead of being sent after the sender was already told 503.
+            # Bounds each produce request. A batch whose partition leader is known is still
+            # retried after the gateway gave up on it (see ``produce``).
             request_timeout_ms=int(settings.produce_timeout_s * 1000),
         )
         try:
@@ -111,9 +111,9 @@ class EventProducer:
             pending = await self._producer.send(
                 topic, value=body, key=key, headers=cloudevents_headers(envelope, self._source)
             )
-            # The accumulator expires the batch after request_timeout_ms; the extra second
-            # only guards against that expiry never firing.
-            metadata = await asyncio.wait_for(asyncio.shield(pending), timeout=timeout_s + 1.0)
+            # Shielded so that giving up does not cancel the record inside aiokafka, which
+            # would leave its batch in an unknown state.
+            metadata = await asyncio.wait_for(asyncio.shield(pending), timeout=timeout_s)
         except (KafkaError, TimeoutError) as error:
             if pending is not None and not pending.done():
                 pending.add_done_callback(_log_late_outcome)
@@ -123,7 +123,7 @@ class EventProducer:
         return Receipt(metadata.topic, metadata.partition, metadata.offset)
 
     async def is_ready(self, timeout_s: float = 2.0) -> bool:
-        """Return True when the broker answers a metadata request within ``timeout_s``."""
+        """Return True when a broker connection is ready within ``timeout_s``."""
         if self._producer is None:
             return False
         client = self._producer.client

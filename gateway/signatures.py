@@ -2,7 +2,7 @@
 
 Two schemes are supported:
 
-- ``hitl``: HITL.sh's own. The signature header holds the hex HMAC-SHA256 of the body under
+- ``hitl``: HITL.sh's own. The signature header contains the hex HMAC-SHA256 of the body under
   a shared secret, optionally prefixed with ``sha256=``, in either case of hex. An optional
   timestamp header bounds replays.
 - ``standard_webhooks``: the Standard Webhooks scheme (https://www.standardwebhooks.com/),

@@ -14,7 +14,7 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """Where the broker stored an event's record."""
+    """The topic, partition and offset of an event's record."""
 
     topic: str
     partition: int

@@ -30,7 +30,7 @@ class RoutedEvent:
     value: bytes
     key: bytes | None
     headers: tuple[tuple[str, bytes], ...]
-    # Where the event was read from.
+    # The event's source record.
     topic: str
     partition: int
     offset: int
@@ -42,7 +42,7 @@ class RoutedEvent:
 class DeliveryFailed(GatewayError):
     """Raised by a sink when an event was not delivered.
 
-    ``retriable`` says whether trying again can help (a timeout, a 5xx) or not (a 4xx
+    ``retriable`` tells the router whether trying again can help (a timeout, a 5xx) or not (a 4xx
     other than 429); ``retry_after_s`` carries a delay the remote system asked for.
     """
 
@@ -60,7 +60,7 @@ class SinkSettings(BaseModel):
 
 @dataclass
 class SinkContext:
-    """What the router offers every sink it builds."""
+    """Facts about the route and the router, passed to every sink the router builds."""
 
     route: str
     kafka_bootstrap_servers: str
