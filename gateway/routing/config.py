@@ -6,7 +6,7 @@ against the ``Settings`` model of the sink class its ``type`` names, so a misspe
 setting is reported with its own line like any other key. ``config/routes.yaml`` is the
 documented example.
 
-Secrets are never written into the file: a secret setting holds a reference,
+Secrets are never written into the file: a secret setting contains a reference,
 ``{env: NAME}`` or ``{file: /run/secrets/name}``, resolved when the sink starts.
 """
 
@@ -59,7 +59,7 @@ class Section(BaseModel):
 
 
 class SecretRef(Section):
-    """Where a secret comes from: an environment variable or a file, never the YAML itself."""
+    """A secret's source: an environment variable or a file, never the YAML itself."""
 
     env: str | None = Field(None, min_length=1)
     file: str | None = Field(None, min_length=1)
@@ -153,8 +153,10 @@ class SinkSpec(BaseModel):
     def _from_yaml_form(cls, data: Any) -> Any:
         # load_routing_config builds SinkSpec instances itself to report errors line by
         # line; this path serves code that builds a configuration from a dict.
-        if not isinstance(data, dict) or "sink_class" in data:
+        if isinstance(data, SinkSpec) or (isinstance(data, dict) and "sink_class" in data):
             return data
+        if not isinstance(data, dict):
+            raise expected_found("a mapping with the sink type and its settings, such as {type: log}", repr(data))
         sink_class, settings, problems = build_sink(data, SourceMap("(sink)"), ())
         if problems:
             raise ValueError("valid sink settings: " + "; ".join(problem.split(": ", 1)[-1] for problem in problems))
@@ -272,7 +274,7 @@ def describe(item: dict, source_map: SourceMap, context: KeyPath = ()) -> str:
     kind = item["type"]
     key_path = (*context, *item["loc"])
     if kind == "secret_literal":
-        # The literal is the secret itself: say what was found without repeating it.
+        # The literal is the secret itself, so the message leaves it out.
         return (
             f"{source_map.where(key_path)}: {format_key_path(key_path)}: expected a secret reference such as "
             "{env: NAME} or {file: /run/secrets/name}, found a literal value; secrets are never written "

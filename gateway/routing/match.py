@@ -1,4 +1,4 @@
-"""Which events a route takes: event-type wildcards, loop ids and conditions on the body.
+"""Route selection: event-type wildcards, loop ids and conditions on the body.
 
 Paths into the event are dotted (``data.request.priority``); a segment made of digits
 indexes a list (``data.items.0.id``).
@@ -19,7 +19,7 @@ OPERATORS = ("equals", "in", "exists", "prefix")
 
 
 def expected_found(expected: str, found: str) -> PydanticCustomError:
-    """A validation error for a check across several keys, shown as "expected ..., found ...".
+    """Return a validation error for a check across several keys, shown as "expected ..., found ...".
 
     ``gateway.routing.config.describe`` formats it without repeating the whole mapping
     as the found value.
@@ -79,9 +79,9 @@ class Condition(BaseModel):
     def _one_operator(self) -> "Condition":
         # equals: null is a real test, so presence is read from the keys given, not from
         # the values.
-        given = [name for name in OPERATORS if _field_name(name) in self.model_fields_set]
-        if len(given) != 1:
-            found = ", ".join(given) if given else "none"
+        operators_given = [name for name in OPERATORS if _field_name(name) in self.model_fields_set]
+        if len(operators_given) != 1:
+            found = ", ".join(operators_given) if operators_given else "none"
             raise expected_found("exactly one of equals, in, exists or prefix next to path", found)
         return self
 

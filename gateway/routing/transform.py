@@ -15,7 +15,7 @@ from gateway.routing.match import MISSING, expected_found, find, split_path
 
 
 class Wrap(BaseModel):
-    """Put the event under ``key`` in a new object that also holds the ``with`` fields."""
+    """Put the event under ``key`` in a new object that also contains the ``with`` fields."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -25,7 +25,7 @@ class Wrap(BaseModel):
     @model_validator(mode="after")
     def _key_not_in_fields(self) -> "Wrap":
         if self.key in self.fields:
-            raise expected_found(f"a 'with' mapping without the key {self.key!r}, which holds the event", "that key")
+            raise expected_found(f"a 'with' mapping without the key {self.key!r}, which contains the event", "that key")
         return self
 
 

@@ -1,11 +1,12 @@
 """The ``http`` sink: POST each event's JSON to a URL.
 
-One pooled aiohttp session per sink. The outcome maps onto retries as follows: 2xx is
-delivered; a connection error, a timeout, 408, 429 and 5xx are retriable, honouring a
-``Retry-After`` header; any other status is a permanent failure. Redirects are not
-followed, because a POST turned into a GET would lose the event.
+One pooled aiohttp session per sink. A 2xx status means delivered. A connection error,
+a timeout, 408, 429 and 5xx are retriable, with the delay of a ``Retry-After`` header.
+Any other status is a permanent failure. Redirects are not followed, because a POST
+turned into a GET would lose the event.
 
-Logs and errors show the URL without its query string, which often carries a token.
+Logs and errors show the URL without user info and query string, which often carry
+credentials or a token.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import hmac
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
 from typing import ClassVar
 
 import aiohttp
 import structlog
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
-from yarl import URL
 
 from gateway.routing.config import SecretRef
 from gateway.sinks.base import DeliveryFailed, RoutedEvent, SinkContext, SinkSettings
@@ -44,8 +45,8 @@ class HttpSettings(SinkSettings):
     @field_validator("url")
     @classmethod
     def _absolute_http_url(cls, value: str) -> str:
-        url = URL(value)
-        if url.scheme not in ("http", "https") or not url.host:
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError("an absolute http:// or https:// URL such as 'https://crm.example/hooks'")
         return value
 
@@ -65,7 +66,7 @@ class HttpSink:
     def __init__(self, settings: HttpSettings, context: SinkContext) -> None:
         self._settings = settings
         self._context = context
-        self._shown_url = str(URL(settings.url).with_query(None).with_fragment(None))
+        self._shown_url = shown_url(settings.url)
         self._secret: bytes | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -91,7 +92,7 @@ class HttpSink:
             async with self._session.post(
                 self._settings.url, data=event.value, headers=headers, allow_redirects=False
             ) as response:
-                # Reading the answer lets the connection go back to the pool.
+                # Reading the response body returns the connection to the pool.
                 await response.read()
                 status, retry_after = response.status, response.headers.get("Retry-After")
         except TimeoutError as error:
@@ -133,10 +134,16 @@ class HttpSink:
         return headers
 
 
-def _check_status(status: int, retry_after: str | None, shown_url: str) -> None:
+def shown_url(url: str) -> str:
+    """Return the URL without user info, query string and fragment, which may carry credentials."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def _check_status(status: int, retry_after: str | None, display_url: str) -> None:
     if 200 <= status < 300:
         return
-    message = f"POST {shown_url} answered HTTP {status}"
+    message = f"POST {display_url} returned HTTP {status}"
     if status >= 500 or status in RETRIABLE_STATUSES:
         raise DeliveryFailed(message, retriable=True, retry_after_s=parse_retry_after(retry_after))
     if 300 <= status < 400:
@@ -163,7 +170,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def _describe(error: aiohttp.ClientError) -> str:
-    # The text of some aiohttp errors holds the full request URL, query string included.
+    # The text of some aiohttp errors contains the full request URL, query string included.
     if isinstance(error, aiohttp.ClientConnectorError):
         return f"cannot connect ({error.os_error.strerror or type(error.os_error).__name__})"
     return type(error).__name__

@@ -1,8 +1,8 @@
 """The ``kafka`` sink: produce each event to another topic, same key, value and headers.
 
-The producer is idempotent with acks=all, as the ingress's is. The target topic must
-exist (or the broker must create topics on first use); a missing topic surfaces as a
-retriable timeout.
+The producer is idempotent with acks=all, as the ingress's is. With ``create_topic`` the
+sink creates its topic at start when it is missing; otherwise the topic must exist, and a
+missing topic surfaces as a retriable timeout.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from gateway.producer import ensure_topics
 from gateway.sinks.base import DeliveryFailed, RoutedEvent, SinkContext, SinkSettings
 
 log = structlog.get_logger("gateway.sinks.kafka")
@@ -34,6 +35,9 @@ class KafkaSinkSettings(SinkSettings):
     linger_ms: int = Field(5, ge=0)
     max_batch_bytes: PositiveInt = 256 * 1024
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    create_topic: bool = False
+    partitions: PositiveInt = 6
+    replication_factor: PositiveInt = 1
 
 
 class KafkaSink:
@@ -70,7 +74,20 @@ class KafkaSink:
                 retriable=True,
             ) from error
         self._producer = producer
+        if settings.create_topic:
+            await self._create_topic()
         log.info("kafka_sink_started", route=self._context.route, topic=settings.topic)
+
+    async def _create_topic(self) -> None:
+        settings = self._settings
+        try:
+            await ensure_topics(self._bootstrap_servers, [settings.topic], settings.partitions, settings.replication_factor)
+        except KafkaError as error:
+            raise DeliveryFailed(
+                f"cannot create topic {settings.topic!r} for the kafka sink of route {self._context.route!r}: "
+                f"{type(error).__name__}; create it by hand or check the broker's ACLs",
+                retriable=True,
+            ) from error
 
     async def deliver(self, event: RoutedEvent) -> None:
         await self.deliver_batch((event,))

@@ -1,6 +1,6 @@
 """The ``log`` sink: one structlog line per event, for trying out routes and for audits.
 
-The line names the event and where it was read from; it never holds the body, which
+The line names the event and where it was read from. It never contains the body, which
 may carry personal data.
 """
 
@@ -12,8 +12,6 @@ from typing import ClassVar, Literal
 import structlog
 
 from gateway.sinks.base import RoutedEvent, SinkContext, SinkSettings
-
-log = structlog.get_logger("gateway.sinks.log")
 
 
 class LogSettings(SinkSettings):
@@ -28,12 +26,14 @@ class LogSink:
     def __init__(self, settings: LogSettings, context: SinkContext) -> None:
         self._settings = settings
         self._context = context
+        # A logger per sink, bound lazily, so a logging set-up made after import applies.
+        self._log = structlog.get_logger("gateway.sinks.log")
 
     async def start(self) -> None:
         return None
 
     async def deliver(self, event: RoutedEvent) -> None:
-        write = getattr(log, self._settings.level)
+        write = getattr(self._log, self._settings.level)
         write(
             self._settings.message,
             event_id=event.event_id,

@@ -4,8 +4,8 @@ Rows are inserted with ``ON CONFLICT (event_id) DO NOTHING``, so an event delive
 twice (a retry, a replay, a consumer restart) is stored once. A batch is one INSERT over
 ``unnest`` of column arrays.
 
-Errors are classified by SQLSTATE class: connection problems, lack of resources, an
-operator's intervention and serialisation conflicts are retriable; anything else (bad
+Errors are classified by SQLSTATE class. Connection problems, lack of resources, an
+operator's intervention and serialisation conflicts are retriable. Anything else (bad
 data, a missing table) is not, because the same row would fail again.
 """
 
@@ -122,7 +122,7 @@ class PostgresSink:
                 command_timeout=settings.command_timeout_s,
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            # The DSN holds the password, so the message names only where it came from.
+            # The DSN contains the password, so the message names only where it came from.
             raise DeliveryFailed(
                 f"cannot connect to PostgreSQL with the DSN from {settings.dsn} for route {self._context.route!r}: "
                 f"{_describe(error)}",

@@ -1,6 +1,6 @@
 """Find sink classes by name in the entry-point group ``hitl_gateway.sinks``.
 
-The built-in sinks are registered in this project's pyproject.toml; another installed
+The built-in sinks are registered in this project's pyproject.toml. Another installed
 package adds a sink by declaring an entry point in the same group, for example::
 
     [project.entry-points."hitl_gateway.sinks"]
@@ -22,7 +22,7 @@ ENTRY_POINT_GROUP = "hitl_gateway.sinks"
 
 
 def available_sink_types() -> list[str]:
-    """The names of every installed sink, sorted."""
+    """Return the names of every installed sink, sorted."""
     return sorted({entry_point.name for entry_point in entry_points(group=ENTRY_POINT_GROUP)})
 
 

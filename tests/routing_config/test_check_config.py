@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,13 +64,15 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
     assert main(["check-config", str(tmp_path / "absent.yaml")]) == 2
 
 
-def test_documented_example_is_valid() -> None:
+@pytest.mark.parametrize(("path", "routes"), [("config/routes.yaml", 2), ("config/routes.examples.yaml", 4)])
+def test_shipped_examples_are_valid(path: str, routes: int) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "check-config", "config/routes.yaml"],
+        [sys.executable, "-m", "gateway.cli", "check-config", path],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
 
-    assert (result.returncode, result.stdout) == (0, "config/routes.yaml: OK, 4 routes\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == f"{path}: OK, {routes} routes\n"

@@ -258,7 +258,7 @@ def test_literal_secret_is_not_repeated_in_the_message(write_routes) -> None:
     assert "hunter2-literal" not in message
 
 
-def test_every_problem_is_reported_at_once_in_line_order(write_routes) -> None:
+def test_all_problems_in_line_order(write_routes) -> None:
     path = write_routes(
         """
         max_in_flight: 0

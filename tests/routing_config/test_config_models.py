@@ -81,7 +81,9 @@ def test_default_retry(minimal: RoutingConfig) -> None:
 
 
 def test_kafka_section_is_read(full: RoutingConfig) -> None:
-    assert (full.kafka.group_id, full.kafka.dlq_suffix, full.kafka.topics) == ("router-a", ".failed", ["hitl.request"])
+    assert full.kafka.group_id == "router-a"
+    assert full.kafka.dlq_suffix == ".failed"
+    assert full.kafka.topics == ["hitl.request"]
 
 
 def test_sink_class_is_resolved(full: RoutingConfig) -> None:
@@ -128,7 +130,7 @@ def test_secret_from_environment() -> None:
     assert SecretRef(env="HOOK_SECRET").resolve({"HOOK_SECRET": "s3cret"}) == "s3cret"
 
 
-def test_secret_from_missing_environment_variable_is_a_config_error() -> None:
+def test_secret_env_variable_missing() -> None:
     with pytest.raises(ConfigError, match="HOOK_SECRET is not set"):
         SecretRef(env="HOOK_SECRET").resolve({})
 
@@ -140,12 +142,12 @@ def test_secret_from_file_without_trailing_newline(tmp_path: Path) -> None:
     assert SecretRef(file=str(secret_file)).resolve() == "s3cret"
 
 
-def test_secret_from_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+def test_secret_file_unreadable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the secret file"):
         SecretRef(file=str(tmp_path / "absent")).resolve()
 
 
-def test_secret_from_empty_file_is_a_config_error(tmp_path: Path) -> None:
+def test_secret_file_empty(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text("\n")
 

@@ -1,8 +1,9 @@
 """Fixtures for sink tests: routed events, an HTTP receiver and a throw-away PostgreSQL.
 
-The PostgreSQL server is a fresh cluster from Debian's ``postgresql`` package binaries,
-in a temporary directory, listening on 127.0.0.1 at a free port; it lives for the test
-session. Tests that need it are skipped only when the binaries are not installed.
+The PostgreSQL server is a fresh cluster made with the binaries of Debian's
+``postgresql`` package, in a temporary directory, listening on 127.0.0.1 at a free port.
+It lives for the test session. Tests that need it are skipped only when the binaries are
+not installed.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class ReceivedRequest:
 
 @dataclass
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records requests and answers as told."""
+    """An HTTP server on 127.0.0.1 that records requests and responds with the configured status."""
 
     url: str = ""
     status: int = 200

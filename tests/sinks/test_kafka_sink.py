@@ -83,3 +83,13 @@ async def test_start_is_idempotent_and_close_safe_twice(kafka_bootstrap, topic, 
     await sink.close()
 
     assert len(await read_topic(kafka_bootstrap, topic)) == 1
+
+
+async def test_create_topic_makes_missing_topic(kafka_bootstrap, topic_prefix, make_event) -> None:
+    name = topic_prefix + "created-by-sink"
+
+    async with sink_for(name, kafka_bootstrap, create_topic=True, partitions=2) as sink:
+        await sink.deliver(make_event(loop_id="loop-1"))
+
+    records = await read_topic(kafka_bootstrap, name)
+    assert [record.key for record in records] == [b"loop-1"]
