@@ -151,10 +151,13 @@ def _log_late_outcome(pending: asyncio.Future) -> None:
 async def ensure_topics(
     bootstrap_servers: str, topics: Sequence[str], partitions: int, replication_factor: int
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
+    """Create the topics that do not exist yet; return the names created.
+
+    Raises BrokerUnavailable when the cluster cannot be reached or refuses the creation.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [topic for topic in topics if topic not in existing]
         if not missing:
@@ -167,5 +170,10 @@ async def ensure_topics(
             pass
         log.info("topics_created", topics=missing, partitions=partitions, replication_factor=replication_factor)
         return missing
+    except KafkaError as error:
+        raise BrokerUnavailable(
+            f"cannot create the topics {', '.join(topics)} at {bootstrap_servers}: {type(error).__name__}: {error}; "
+            "check that the broker runs, or create the topics yourself and set create_topics: false"
+        ) from error
     finally:
         await admin.close()

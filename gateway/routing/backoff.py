@@ -33,7 +33,7 @@ class Backoff:
     def delay_s(self, failures: int, retry_after_s: float | None = None) -> float:
         """The wait after ``failures`` failed attempts in a row (1 after the first failure).
 
-        A ``retry_after_s`` from the remote system is honoured when it asks for longer.
+        A ``retry_after_s`` from the remote system is honoured when it is the longer wait.
         """
         if failures < 1:
             raise ValueError(f"failures counts failed attempts and starts at 1, got {failures}")

@@ -1,8 +1,8 @@
 """Gather events of several keys into one call of a sink's ``deliver_batch``.
 
-Each key's worker submits a run of its own events in order and waits until the batch
-holding them is finished before it submits more, so a key's events stay in order within
-a batch and across batches while different keys share batches.
+Each key's worker submits a run of its own events in order. It waits until the batch
+with them is finished before it submits more. So a key's events stay in order within a
+batch and across batches, while different keys share batches.
 """
 
 from __future__ import annotations

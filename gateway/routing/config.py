@@ -202,6 +202,12 @@ class RouterKafkaSettings(Section):
     group_id: str = Field("hitl-gateway-router", min_length=1)
     topics: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPICS), min_length=1)
     dlq_suffix: str = Field(".dlq", min_length=1)
+    # The router may start before the ingress has created the family topics, and a group
+    # subscribed to a missing topic gets no partitions of it until its next metadata
+    # refresh. Same defaults as the ingress's kafka section.
+    create_topics: bool = True
+    partitions: Positive = 6
+    replication_factor: Positive = 1
 
 
 class RoutingConfig(Section):

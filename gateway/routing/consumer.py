@@ -2,9 +2,9 @@
 
 Reading, delivering and committing are three loops that share one Ledger:
 
-* the fetch loop reads records (no more than ``max_in_flight`` unfinished at once; when
-  full it pauses every partition), opens a ticket per record and hands the record to
-  each matching route's per-key queue;
+* the fetch loop reads records, opens a ticket per record and hands the record to each
+  matching route's per-key queue. It keeps at most ``max_in_flight`` records unfinished,
+  and pauses every partition when that many are;
 * the routes deliver concurrently across keys and in offset order within a key, and
   settle their part of the ticket when an event is delivered, parked, dropped or skipped;
 * the commit loop commits, every ``commit_interval_s``, the lowest unfinished offset of
@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 
 from gateway.envelope import EnvelopeReader
 from gateway.errors import BrokerUnavailable, ConfigError, InvalidEvent
+from gateway.producer import ensure_topics
 from gateway.routing.config import RoutingConfig
 from gateway.routing.dlq import DeadLetterQueue, ensure_dead_letter_topics
 from gateway.routing.inbound import read_record
@@ -93,6 +94,8 @@ class Router:
         self._started = True
         kafka = self.config.kafka
         try:
+            if kafka.create_topics:
+                await ensure_topics(kafka.bootstrap_servers, kafka.topics, kafka.partitions, kafka.replication_factor)
             await self._start_consumer()
             await self._create_dead_letter_topics()
             self._dead_letters = DeadLetterQueue(kafka.bootstrap_servers, kafka.dlq_suffix, client_id=self.options.client_id + "-dlq")
@@ -135,7 +138,7 @@ class Router:
         for worker in self._routes:
             await worker.abandon_all()
         await self._commit(offsets)
-        log.info("router_stopping", finished_in_time=finished, abandoned=unfinished, committed=_describe(offsets))
+        log.info("router_drained", finished_in_time=finished, abandoned=unfinished, committed=_describe(offsets))
 
         for worker in self._routes:
             await worker.close()
@@ -179,6 +182,8 @@ class Router:
             enable_auto_commit=False,
             auto_offset_reset=self.options.auto_offset_reset,
             max_poll_records=MAX_POLL_RECORDS,
+            # Picks up topics created after the router started within half a minute.
+            metadata_max_age_ms=30_000,
         )
         try:
             await consumer.start()
@@ -201,6 +206,8 @@ class Router:
             if not partitions:
                 await self._consumer._client.force_metadata_update()  # noqa: SLF001
                 partitions = self._consumer.partitions_for_topic(topic)
+            if not partitions:
+                log.warning("topic_not_found", topic=topic, reason="the broker does not know it; the router reads it once it exists")
             by_partitions.setdefault(len(partitions or ()) or 1, []).append(topic)
         for partitions, topics in by_partitions.items():
             created = await ensure_dead_letter_topics(
@@ -274,7 +281,7 @@ class Router:
         self._pause()
         self.metrics.in_flight.set(self._ledger.in_flight)
         await self._ledger.wait_for_room(timeout_s=1.0)
-        # Polling while paused returns nothing but tells the group this member is alive
+        # Polling while paused returns nothing but keeps this member in the group
         # (max.poll.interval.ms). A partition assigned during the poll is not paused yet,
         # hence at most one record.
         try:
@@ -307,8 +314,12 @@ class Router:
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.commit_interval_s)
-            await self._commit(self._ledger.committable())
-            self._update_lag()
+            try:
+                await self._commit(self._ledger.committable())
+                self._update_lag()
+            except Exception:
+                # Losing the commit loop would stall every offset, so it outlives any error.
+                log.exception("commit_loop_error")
             self.metrics.in_flight.set(self._ledger.in_flight)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -397,7 +408,7 @@ class Router:
             await self._rewind()
 
         started_by_name = {worker.name: worker for worker in started}
-        self._routes = RouteSet([plan.kept.get(route.name) or started_by_name[route.name] for route in config.routes])
+        self._routes = RouteSet([plan.unchanged.get(route.name) or started_by_name[route.name] for route in config.routes])
         self._ledger.max_in_flight = config.max_in_flight
         self.config = config.model_copy(update={"kafka": self.config.kafka})
         for worker in plan.retired:

@@ -268,19 +268,19 @@ class RouteWorker:
         if self._stale is None:
             return jobs
         action = self.route.stale_events
-        kept: list[Job] = []
+        to_deliver: list[Job] = []
         # Newest times of the jobs ahead in this same call, which are delivered first.
         ahead: dict[str, Any] = {}
         for job in jobs:
             request_id = request_id_of(job.inbound.event)
             occurred_at = parse_time(job.inbound.occurred_at)
             if request_id is None or occurred_at is None:
-                kept.append(job)
+                to_deliver.append(job)
                 continue
             newest = max((t for t in (self._stale.newest(request_id), ahead.get(request_id)) if t is not None), default=None)
             if newest is None or occurred_at >= newest:
                 ahead[request_id] = occurred_at
-                kept.append(job)
+                to_deliver.append(job)
                 continue
 
             self._metrics.stale.labels(route=self.name, action=action).inc()
@@ -297,8 +297,8 @@ class RouteWorker:
                 job.ticket.route_done()
             else:
                 job.extra_headers = (*job.extra_headers, STALE_HEADER)
-                kept.append(job)
-        return kept
+                to_deliver.append(job)
+        return to_deliver
 
     def _delivered(self, jobs: list[Job]) -> None:
         now = time.monotonic()

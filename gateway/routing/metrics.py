@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import structlog
 from aiohttp import web
+from gateway.errors import ConfigError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 log = structlog.get_logger("gateway.routing.metrics")
@@ -56,6 +57,7 @@ class RouterMetrics:
             ["route", "action"],
             registry=self.registry,
         )
+
         self.delivery_latency = Histogram(
             "hitl_router_delivery_latency_seconds",
             "Time from reading a record until the route's sink accepted it, queueing and retries included.",
@@ -63,6 +65,7 @@ class RouterMetrics:
             buckets=DELIVERY_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+
         self.consumer_lag = Gauge(
             "hitl_router_consumer_lag",
             "Records in a partition after the router's committable offset.",
@@ -74,6 +77,7 @@ class RouterMetrics:
             "Records read but not yet finished by every route that matched them.",
             registry=self.registry,
         )
+
         self.config_reloads = Counter(
             "hitl_router_config_reloads_total",
             "Attempts to apply a changed routing file, by result.",
@@ -127,10 +131,9 @@ class MetricsServer:
             await site.start()
         except OSError as error:
             await runner.cleanup()
-            raise OSError(
-                error.errno,
-                f"cannot serve router metrics on {self._host}:{self._port}: {error.strerror}; "
-                "pick another --metrics-port (0 chooses a free one)",
+            raise ConfigError(
+                f"cannot serve router metrics on {self._host}:{self._port}: {error.strerror or error}; "
+                "pick another --metrics-port (0 chooses a free one)"
             ) from error
         self._runner = runner
         sockets = site._server.sockets if site._server is not None else ()  # noqa: SLF001

@@ -47,8 +47,12 @@ class OffsetTracker:
     def pending(self) -> int:
         return len(self._unfinished) - len(self._finished_ahead)
 
+    @property
+    def next_offset(self) -> int | None:
+        return self._next_offset
+
     def committable(self) -> int | None:
-        """The offset to commit: the lowest unfinished one, else one past the last read.
+        """Return the offset to commit: the lowest unfinished one, else one past the last read.
 
         None while nothing was read.
         """
@@ -80,7 +84,7 @@ class Ticket:
         return self._abandoned is not None and self._abandoned.is_set()
 
     def route_done(self) -> None:
-        """One matching route has finished with the record (delivered, parked, dropped or skipped)."""
+        """Record that one matching route finished with the record (delivered, parked, dropped or skipped)."""
         if self._settled:
             return
         self._remaining -= 1
@@ -97,8 +101,6 @@ class Ticket:
 
     async def sleep_unless_abandoned(self, delay_s: float) -> bool:
         """Sleep up to ``delay_s``; return True when the ticket was abandoned meanwhile."""
-        if self._settled:
-            return self.abandoned
         if self._abandoned is None:
             self._abandoned = asyncio.Event()
         try:
@@ -137,8 +139,16 @@ class Ledger:
         return set(self._trackers)
 
     def open(self, partition: TopicPartition, offset: int, routes: int) -> Ticket:
-        """Register a record read from ``partition``; it is finished at once when no route matched."""
+        """Register a record read from ``partition``; it is finished at once when no route matched.
+
+        A record below one already registered means the consumer's position moved back
+        (reset or seek). The partition's unfinished records are then abandoned, since
+        they are read again, and its tracking starts over.
+        """
         tracker = self._trackers.get(partition)
+        if tracker is not None and tracker.next_offset is not None and offset < tracker.next_offset:
+            self.abandon([partition])
+            tracker = None
         if tracker is None:
             tracker = self._trackers[partition] = OffsetTracker()
             self._open[partition] = {}

@@ -18,7 +18,7 @@ DEFAULT_MAX_REQUESTS = 100_000
 
 
 def request_id_of(event: Mapping[str, Any]) -> str | None:
-    """The request id at ``data.request.id``, else at the top-level ``request_id``."""
+    """Return the request id at ``data.request.id``, else at the top-level ``request_id``."""
     data = event.get("data")
     if isinstance(data, Mapping):
         request = data.get("request")

@@ -42,9 +42,9 @@ class RouteSet:
 
 @dataclass
 class RoutePlan:
-    """What a reload does: keep the unchanged workers, start new ones, retire the rest."""
+    """A reload's plan: keep the unchanged workers, start new ones, retire the rest."""
 
-    kept: dict[str, RouteWorker]
+    unchanged: dict[str, RouteWorker]
     to_start: list[Route]
     retired: list[RouteWorker]
 
@@ -54,16 +54,16 @@ class RoutePlan:
 
 
 def plan_reload(current: RouteSet, routes: Iterable[Route]) -> RoutePlan:
-    kept: dict[str, RouteWorker] = {}
+    unchanged: dict[str, RouteWorker] = {}
     to_start: list[Route] = []
     for route in routes:
         worker = current.get(route.name)
         if worker is not None and worker.route == route:
-            kept[route.name] = worker
+            unchanged[route.name] = worker
         else:
             to_start.append(route)
-    retired = [worker for worker in current if worker.name not in kept]
-    return RoutePlan(kept, to_start, retired)
+    retired = [worker for worker in current if worker.name not in unchanged]
+    return RoutePlan(unchanged, to_start, retired)
 
 
 async def start_workers(
@@ -77,11 +77,15 @@ async def start_workers(
     """Build and start one worker per route; on any failure close those started and raise ConfigError."""
     started: list[RouteWorker] = []
     for route in routes:
+        sink: Sink | None = None
         try:
             sink = sink_factory(route.sink, SinkContext(route=route.name, kafka_bootstrap_servers=bootstrap_servers))
             worker = RouteWorker(route, sink, metrics=metrics, dead_letters=dead_letters)
             await worker.start()
         except Exception as error:
+            # A sink may hold half-opened connections when its start failed.
+            if sink is not None:
+                await _close_quietly(sink)
             for worker in started:
                 await worker.close()
             raise ConfigError(
@@ -90,3 +94,10 @@ async def start_workers(
             ) from error
         started.append(worker)
     return started
+
+
+async def _close_quietly(sink: Sink) -> None:
+    try:
+        await sink.close()
+    except Exception:
+        pass

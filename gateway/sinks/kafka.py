@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from gateway.errors import BrokerUnavailable
 from gateway.producer import ensure_topics
 from gateway.sinks.base import DeliveryFailed, RoutedEvent, SinkContext, SinkSettings
 
@@ -82,7 +83,7 @@ class KafkaSink:
         settings = self._settings
         try:
             await ensure_topics(self._bootstrap_servers, [settings.topic], settings.partitions, settings.replication_factor)
-        except KafkaError as error:
+        except BrokerUnavailable as error:
             raise DeliveryFailed(
                 f"cannot create topic {settings.topic!r} for the kafka sink of route {self._context.route!r}: "
                 f"{type(error).__name__}; create it by hand or check the broker's ACLs",

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import asyncpg
 import structlog
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import PositiveFloat, PositiveInt, field_validator, model_validator
 
 from gateway.routing.config import SecretRef
 from gateway.routing.match import expected_found
