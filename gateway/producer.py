@@ -47,6 +47,38 @@ def cloudevents_headers(envelope: Envelope, source: str) -> list[tuple[str, byte
     return headers
 
 
+async def start_reliable_producer(
+    bootstrap_servers: str,
+    *,
+    client_id: str,
+    request_timeout_s: float,
+    linger_ms: int = 5,
+    max_batch_bytes: int = 256 * 1024,
+    compression: str = "none",
+    hint: str = "check the bootstrap servers and that the broker is running",
+) -> AIOKafkaProducer:
+    """Start an idempotent producer with acks=all, the only kind this project uses.
+
+    Raises BrokerUnavailable, ending with ``hint``, when the cluster cannot be reached.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        max_batch_size=max_batch_bytes,
+        compression_type=None if compression == "none" else compression,
+        request_timeout_ms=int(request_timeout_s * 1000),
+    )
+    try:
+        await producer.start()
+    except KafkaError as error:
+        await producer.stop()
+        raise BrokerUnavailable(f"cannot connect to Kafka at {bootstrap_servers}: {type(error).__name__}: {error}; {hint}") from error
+    return producer
+
+
 class EventProducer:
     """An idempotent aiokafka producer with acks=all; ``produce`` returns only once the broker acknowledged."""
 
@@ -60,27 +92,17 @@ class EventProducer:
         if self._producer is not None:
             return
         settings = self._settings
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
+        # request_timeout_s bounds each produce request. A batch whose partition leader is
+        # known is still retried after the gateway gave up on it (see ``produce``).
+        self._producer = await start_reliable_producer(
+            settings.bootstrap_servers,
             client_id=settings.client_id,
-            acks="all",
-            enable_idempotence=True,
+            request_timeout_s=settings.produce_timeout_s,
             linger_ms=settings.linger_ms,
-            max_batch_size=settings.max_batch_bytes,
-            compression_type=None if settings.compression == "none" else settings.compression,
-            # Bounds each produce request. A batch whose partition leader is known is still
-            # retried after the gateway gave up on it (see ``produce``).
-            request_timeout_ms=int(settings.produce_timeout_s * 1000),
+            max_batch_bytes=settings.max_batch_bytes,
+            compression=settings.compression,
+            hint="check kafka.bootstrap_servers or GATEWAY_KAFKA_BOOTSTRAP and that the broker is running",
         )
-        try:
-            await producer.start()
-        except KafkaError as error:
-            await producer.stop()
-            raise BrokerUnavailable(
-                f"cannot connect to Kafka at {settings.bootstrap_servers}: {error}; "
-                "check kafka.bootstrap_servers or GATEWAY_KAFKA_BOOTSTRAP and that the broker is running"
-            ) from error
-        self._producer = producer
         if settings.create_topics:
             await ensure_topics(
                 settings.bootstrap_servers, self.router.topics, settings.partitions, settings.replication_factor

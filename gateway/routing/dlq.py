@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from gateway.errors import BrokerUnavailable
+from gateway.producer import ensure_topics, start_reliable_producer
 from gateway.routing.backoff import Backoff
 from gateway.routing.inbound import Inbound
 
@@ -72,22 +73,12 @@ class DeadLetterQueue:
     async def start(self) -> None:
         if self._producer is not None:
             return
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers,
+        self._producer = await start_reliable_producer(
+            self.bootstrap_servers,
             client_id=self._client_id,
-            acks="all",
-            enable_idempotence=True,
-            request_timeout_ms=int(PRODUCE_TIMEOUT_S * 1000),
+            request_timeout_s=PRODUCE_TIMEOUT_S,
+            hint="the dead-letter producer needs it: check kafka.bootstrap_servers in the routing file and that the broker runs",
         )
-        try:
-            await producer.start()
-        except KafkaError as error:
-            await producer.stop()
-            raise BrokerUnavailable(
-                f"cannot connect the dead-letter producer to Kafka at {self.bootstrap_servers}: {error}; "
-                "check kafka.bootstrap_servers in the routing file and that the broker is running"
-            ) from error
-        self._producer = producer
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
@@ -147,8 +138,6 @@ async def ensure_dead_letter_topics(
 
     Raises BrokerUnavailable when the cluster cannot be reached or refuses the creation.
     """
-    from gateway.producer import ensure_topics
-
     return await ensure_topics(bootstrap_servers, [topic + suffix for topic in source_topics], partitions, replication_factor)
 
 

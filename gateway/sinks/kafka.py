@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from gateway.errors import BrokerUnavailable
-from gateway.producer import ensure_topics
+from gateway.producer import ensure_topics, start_reliable_producer
 from gateway.sinks.base import DeliveryFailed, RoutedEvent, SinkContext, SinkSettings
 
 log = structlog.get_logger("gateway.sinks.kafka")
@@ -55,26 +55,18 @@ class KafkaSink:
         if self._producer is not None:
             return
         settings = self._settings
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap_servers,
-            client_id=settings.client_id or f"{self._context.client_id}-{self._context.route}",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.linger_ms,
-            max_batch_size=settings.max_batch_bytes,
-            compression_type=None if settings.compression == "none" else settings.compression,
-            request_timeout_ms=int(settings.request_timeout_s * 1000),
-        )
         try:
-            await producer.start()
-        except KafkaError as error:
-            await producer.stop()
-            raise DeliveryFailed(
-                f"cannot connect to Kafka at {self._bootstrap_servers} for the kafka sink of route "
-                f"{self._context.route!r}: {type(error).__name__}; check sink.bootstrap_servers and that the broker runs",
-                retriable=True,
-            ) from error
-        self._producer = producer
+            self._producer = await start_reliable_producer(
+                self._bootstrap_servers,
+                client_id=settings.client_id or f"{self._context.client_id}-{self._context.route}",
+                request_timeout_s=settings.request_timeout_s,
+                linger_ms=settings.linger_ms,
+                max_batch_bytes=settings.max_batch_bytes,
+                compression=settings.compression,
+                hint=f"check sink.bootstrap_servers of route {self._context.route!r} and that the broker runs",
+            )
+        except BrokerUnavailable as error:
+            raise DeliveryFailed(str(error), retriable=True) from error
         if settings.create_topic:
             await self._create_topic()
         log.info("kafka_sink_started", route=self._context.route, topic=settings.topic)
