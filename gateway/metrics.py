@@ -32,6 +32,7 @@ class IngressMetrics:
             MultiProcessCollector(self.registry)
         self.multiprocess = multiprocess
         own = None if multiprocess else self.registry
+
         self.requests = Counter(
             "hitl_gateway_requests_total",
             "Webhook requests by outcome: accepted, duplicate, or the rejection reason.",
@@ -73,10 +74,10 @@ class IngressMetrics:
 
 
 def multiprocess_mode() -> bool:
-    """True when values go to PROMETHEUS_MULTIPROC_DIR's files.
+    """Return True when values go to the files in PROMETHEUS_MULTIPROC_DIR.
 
     prometheus_client decides this when it is first imported, so the variable must be
-    set before that; a variable set later is ignored here as it is by prometheus_client.
+    set before that. A variable set later is ignored here, as prometheus_client ignores it.
     """
     return bool(os.environ.get(MULTIPROCESS_DIR_VARIABLE)) and values.ValueClass is not values.MutexValue
 

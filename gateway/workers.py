@@ -8,7 +8,7 @@ They share nothing but the Redis dedup store, which is why more than one worker 
 
 The supervisor (the process that ran the command) does not serve requests. It
 
-- holds a bound, non-listening socket on the port, so the port stays ours while a
+- keeps a bound, non-listening socket on the port, so the port stays ours while a
   worker restarts and ``http.port: 0`` gives every worker the same port;
 - creates the PROMETHEUS_MULTIPROC_DIR that lets /metrics on any worker report all;
 - restarts a worker that dies, after a pause that doubles with each death in a row;
@@ -51,7 +51,7 @@ def resolve_worker_count(settings: GatewaySettings, requested: int | None = None
     """Return how many workers to run: ``requested``, else serve.workers, else a default.
 
     The default is one per usable core with the Redis store and 1 with the in-memory
-    store. More than one worker with the in-memory store is refused: each worker would
+    store. More than one worker with the in-memory store raises ConfigError: each worker would
     remember only its own deliveries, and a duplicate that reached another worker would
     be produced again.
     """
@@ -79,7 +79,7 @@ def usable_cores() -> int:
 
 @dataclass(frozen=True)
 class ListenAddress:
-    """Where every worker listens: what socket.getaddrinfo returned for http.host."""
+    """The address every worker listens on, as socket.getaddrinfo resolved http.host."""
 
     family: int
     sockaddr: tuple
@@ -130,7 +130,7 @@ class _Worker:
 
 
 class Supervisor:
-    """Start, watch, restart and stop the worker processes. Runs in the foreground."""
+    """A foreground loop that starts, watches, restarts and stops the worker processes."""
 
     def __init__(self, settings: GatewaySettings, secrets: list[str], worker_count: int) -> None:
         self._settings = settings
@@ -280,7 +280,7 @@ class Supervisor:
 
 
 def run_worker(settings: GatewaySettings, secrets: list[str], address: ListenAddress, index: int, supervisor_pid: int) -> None:
-    """The body of one worker process: serve on a SO_REUSEPORT socket until SIGTERM."""
+    """Serve on a SO_REUSEPORT socket until SIGTERM: the body of one worker process."""
     _die_with_supervisor(supervisor_pid)
     from gateway.logs import configure_logging
 
