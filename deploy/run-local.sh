@@ -67,7 +67,7 @@ run-local: router running with config/routes.yaml (log: .run/router.log)
 run-local: gateway listening on $url
 run-local: try it from another terminal:
     $bin/hitl-gateway send-test --url $url --secret '$first_secret'
-run-local: stop everything with: make stop
+run-local: Ctrl-C stops the gateway and the router; make stop also stops the broker
 MESSAGE
 
 cleanup() {

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
-
-import orjson
 
 from gateway.errors import ConfigError, UnavailableError
 from gateway.logs import configure_logging
@@ -37,12 +36,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="worker processes sharing the port (default: serve.workers or GATEWAY_WORKERS, else one per core "
         "with dedup.backend redis and 1 with the in-memory store; more than 1 needs Redis)",
     )
+    serve.add_argument("--log-format", choices=["auto", "json", "console"], help="log format (default: logging.format)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level (default: logging.level)")
     serve.set_defaults(run=run_serve)
 
     send = subparsers.add_parser(
         "send-test",
         help="sign a sample event and send it to a gateway",
-        description="Sign a sample HITL.sh event (or the exact bytes of --file) and POST it; print the response.",
+        description="Sign a sample HITL.sh event (or the exact bytes of --file) and POST it. Prints the "
+        "response body on standard output and the HTTP status on standard error; exits 0 on a 2xx status.",
     )
     send.add_argument("--url", required=True, help="the gateway's webhook URL, e.g. http://127.0.0.1:8080/webhooks/hitl")
     send.add_argument("--secret", required=True, help="the shared webhook secret to sign with")
@@ -58,6 +60,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    logging_overrides = {"format": args.log_format, "level": args.log_level}
+    logging_overrides = {key: value for key, value in logging_overrides.items() if value}
+    if logging_overrides:
+        settings = settings.model_copy(update={"logging": settings.logging.model_copy(update=logging_overrides)})
     configure_logging(format=settings.logging.format, level=settings.logging.level, access_log=settings.http.access_log)
     secrets = load_webhook_secrets(settings.signature)
     if not secrets:
@@ -123,9 +129,11 @@ async def _post(url: str, body: bytes, headers: dict[str, str], timeout_s: float
         print(f"send-test: request to {url} failed: {error or type(error).__name__}; is the gateway running?", file=sys.stderr)
         return 1
 
+    print(f"HTTP {status}", file=sys.stderr)
     try:
-        shown = orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
-    except orjson.JSONDecodeError:
-        shown = text
-    print(f"HTTP {status}\n{shown}")
+        print(text.strip(), flush=True)
+    except BrokenPipeError:
+        # The reader (such as `head`) went away; what it did not read is not an error.
+        # Pointing stdout at /dev/null keeps the interpreter's final flush from failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0 if 200 <= status < 300 else 1

@@ -150,7 +150,8 @@ def validate(model: type[BaseModel], data: Any, source_map: SourceMap, *, contex
     try:
         return model.model_validate(data if data is not None else {})
     except ValidationError as error:
-        problems = [describe_problem(item, source_map, context) for item in error.errors()]
+        items = sorted(error.errors(), key=lambda item: source_map.line_of((*context, *item["loc"])) or 0)
+        problems = [describe_problem(item, source_map, context) for item in items]
         raise ConfigError("\n".join(problems)) from None
 
 

@@ -121,8 +121,23 @@ def _put(target: dict[str, Any], parts: tuple[str, ...], value: Any) -> None:
 
 
 def _remove(target: dict[str, Any], parts: tuple[str, ...]) -> Any:
-    """Delete the path and return its value, or ``MISSING`` when it was absent."""
-    parent = find(target, parts[:-1]) if len(parts) > 1 else target
-    if not isinstance(parent, dict):
+    """Delete the path and return its value, or ``MISSING`` when it was absent.
+
+    Objects that the deletion leaves empty are deleted too, so that renaming
+    ``data.request.id`` to ``request_id`` leaves no ``{"data": {"request": {}}}`` behind.
+    """
+    parents = [target]
+    for part in parts[:-1]:
+        child = parents[-1].get(part)
+        if not isinstance(child, dict):
+            return MISSING
+        parents.append(child)
+
+    value = parents[-1].pop(parts[-1], MISSING)
+    if value is MISSING:
         return MISSING
-    return parent.pop(parts[-1], MISSING)
+    for depth in range(len(parts) - 1, 0, -1):
+        if parents[depth]:
+            break
+        del parents[depth - 1][parts[depth - 1]]
+    return value

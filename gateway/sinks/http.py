@@ -31,12 +31,16 @@ log = structlog.get_logger("gateway.sinks.http")
 RETRIABLE_STATUSES = frozenset({408, 429})
 # Headers the sink sets itself; the configured extra headers may not replace them.
 RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "x-event-id", "x-event-type"})
+# Headers that carry credentials by convention; their values belong in secret_headers.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
 
 
 class HttpSettings(SinkSettings):
     url: str
     timeout_s: PositiveFloat = 10.0
     headers: dict[str, str] = Field(default_factory=dict)
+    # Headers whose values are secrets, such as Authorization: {env: CRM_TOKEN}.
+    secret_headers: dict[str, SecretRef] = Field(default_factory=dict)
     # HMAC-SHA256 of the body with this secret goes into signature_header as sha256=<hex>.
     secret: SecretRef | None = None
     signature_header: str = Field("X-Gateway-Signature", min_length=1)
@@ -50,12 +54,23 @@ class HttpSettings(SinkSettings):
             raise ValueError("an absolute http:// or https:// URL such as 'https://crm.example/hooks'")
         return value
 
-    @field_validator("headers")
+    @field_validator("headers", "secret_headers")
     @classmethod
-    def _no_reserved_headers(cls, value: dict[str, str]) -> dict[str, str]:
+    def _no_reserved_headers(cls, value: dict) -> dict:
         for name in value:
             if name.lower() in RESERVED_HEADERS or name.lower().startswith("ce-"):
                 raise ValueError(f"headers other than the ones the sink sets itself ({name!r} is one of those)")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_literal_credentials(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name.lower() in CREDENTIAL_HEADERS:
+                raise ValueError(
+                    f"no credentials in plain headers: move {name!r} to secret_headers as "
+                    "{env: NAME} or {file: /path}"
+                )
         return value
 
 
@@ -76,10 +91,11 @@ class HttpSink:
         settings = self._settings
         if settings.secret is not None:
             self._secret = settings.secret.resolve().encode()
+        headers = {**settings.headers, **{name: ref.resolve() for name, ref in settings.secret_headers.items()}}
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.max_connections),
             timeout=aiohttp.ClientTimeout(total=settings.timeout_s),
-            headers=settings.headers,
+            headers=headers,
         )
         log.info("http_sink_started", route=self._context.route, url=self._shown_url, signed=self._secret is not None)
 

@@ -86,8 +86,8 @@ async def test_send_test_reaches_kafka(gateway_env, kafka_bootstrap, topic_prefi
         stop(process)
 
     assert result.returncode == 0, result.stderr
-    assert "HTTP 200" in result.stdout
-    answer = orjson.loads(result.stdout.split("\n", 1)[1])
+    assert "HTTP 200" in result.stderr
+    answer = orjson.loads(result.stdout)
     assert answer["status"] == "accepted"
     assert answer["topic"] == f"{topic_prefix}request"
     records = await read_topic(kafka_bootstrap, f"{topic_prefix}request")
@@ -103,7 +103,8 @@ async def test_send_test_with_wrong_secret_fails(gateway_env):
         stop(process)
 
     assert result.returncode == 1
-    assert "HTTP 401" in result.stdout
+    assert "HTTP 401" in result.stderr
+    assert orjson.loads(result.stdout)["error"] == "invalid_signature"
 
 
 async def test_send_test_file_sent_byte_for_byte(gateway_env, kafka_bootstrap, topic_prefix, tmp_path):

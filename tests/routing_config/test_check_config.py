@@ -76,3 +76,20 @@ def test_shipped_examples_are_valid(path: str, routes: int) -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == f"{path}: OK, {routes} routes\n"
+
+
+def test_gateway_file_is_recognised(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("http:\n  port: 8080\nkafka:\n  partitions: 3\n")
+
+    assert main(["check-config", str(path)]) == 0
+
+
+def test_gateway_file_errors_name_line_and_key(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("kafka:\n  partitions: six\nhttp:\n  prot: 8080\n")
+
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"{path}:2: kafka.partitions: expected a valid integer")
+    assert lines[1] == f"{path}:4: http.prot: unknown key; remove it or check its spelling"

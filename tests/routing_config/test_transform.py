@@ -40,12 +40,17 @@ CASES = [
     (
         "rename to a dotted target",
         {"keep": ["event", "data.request.id"], "rename": {"data.request.id": "meta.request_id"}},
-        {"event": "request.completed", "data": {"request": {}}, "meta": {"request_id": "req-1"}},
+        {"event": "request.completed", "meta": {"request_id": "req-1"}},
     ),
     (
         "rename of a missing path does nothing",
         {"keep": ["event"], "rename": {"data.request.id": "request_id"}},
         {"event": "request.completed"},
+    ),
+    (
+        "drop removes the objects it empties",
+        {"drop": ["data.request.id", "data.request.loop_id", "data.request.response_config", "data.request.response_data"]},
+        {"event": "request.completed", "timestamp": "2025-03-01T12:00:00Z"},
     ),
     (
         "set constants",
@@ -70,7 +75,7 @@ CASES = [
     (
         "drop runs before rename",
         {"keep": ["data.request.id"], "drop": ["data.request.id"], "rename": {"data.request.id": "request_id"}},
-        {"data": {"request": {}}},
+        {},
     ),
     (
         "rename runs before set",

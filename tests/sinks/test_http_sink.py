@@ -191,6 +191,20 @@ async def test_start_is_idempotent_and_close_safe_twice(receiver, make_event) ->
     assert len(receiver.requests) == 1
 
 
+async def test_secret_headers_are_resolved_and_sent(receiver, make_event, monkeypatch) -> None:
+    monkeypatch.setenv("TEST_HTTP_SINK_TOKEN", "Bearer token-123")
+    sink = sink_for(receiver.url, secret_headers={"Authorization": SecretRef(env="TEST_HTTP_SINK_TOKEN")})
+
+    await deliver(sink, make_event())
+
+    assert receiver.requests[0].headers["Authorization"] == "Bearer token-123"
+
+
+def test_credential_in_plain_headers_is_rejected() -> None:
+    with pytest.raises(ValueError, match="move 'Authorization' to secret_headers"):
+        HttpSettings(url="http://127.0.0.1:9000/hooks", headers={"Authorization": "Bearer abc"})
+
+
 def test_reserved_header_is_rejected() -> None:
     with pytest.raises(ValueError, match="'X-Event-Id' is one of those"):
         HttpSettings(url="http://127.0.0.1:9000/hooks", headers={"X-Event-Id": "x"})
