@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.dedup import DedupStore, Receipt
@@ -52,7 +52,7 @@ class Ingress:
         finally:
             self.metrics.in_flight.dec()
 
-        self.metrics.requests.labels(status).inc()
+        self.metrics.count_outcome(status)
         return _json_response(
             200,
             {
@@ -81,7 +81,7 @@ class Ingress:
         return "accepted", receipt
 
     def _reject(self, error: RequestError, envelope: Envelope | None) -> web.Response:
-        self.metrics.requests.labels(error.reason).inc()
+        self.metrics.count_outcome(error.reason)
         if isinstance(error, SignatureRejected):
             self.metrics.signature_failures.inc()
         log.warning(
@@ -94,7 +94,7 @@ class Ingress:
         return _json_response(error.status, {"error": error.reason, "message": str(error)})
 
     def _unavailable(self, error: UnavailableError, envelope: Envelope | None) -> web.Response:
-        self.metrics.requests.labels(error.reason).inc()
+        self.metrics.count_outcome(error.reason)
         log.warning(
             "request_deferred",
             reason=error.reason,
@@ -107,6 +107,19 @@ class Ingress:
             {"error": error.reason, "message": f"{error}; nothing was accepted, retry later"},
             headers={"Retry-After": str(self.retry_after_s)},
         )
+
+    async def expect_continue(self, request: web.Request) -> web.Response | None:
+        """Answer ``Expect: 100-continue``: 413 at once for a declared body over the limit.
+
+        Without this, aiohttp sends ``100 Continue`` first and the client uploads the
+        whole body before it learns that the body was too large.
+        """
+        declared = request.content_length
+        if declared is not None and declared > self.max_body_bytes:
+            return self._reject(BodyTooLarge(f"the body is {declared} bytes, more than the limit of {self.max_body_bytes}"), None)
+        if request.version == HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json_response(200, {"status": "alive"})
@@ -146,7 +159,7 @@ def build_app(ingress: Ingress, *, webhook_path: str) -> web.Application:
     # The body limit is enforced by read_body, which reads as a stream; aiohttp's own
     # limit applies only to request.read() and would return a 413 without a JSON body.
     app = web.Application(client_max_size=ingress.max_body_bytes + 1)
-    app.router.add_post(webhook_path, ingress.handle)
+    app.router.add_post(webhook_path, ingress.handle, expect_handler=ingress.expect_continue)
     app.router.add_get("/healthz", ingress.healthz)
     app.router.add_get("/readyz", ingress.readyz)
     app.router.add_get("/metrics", ingress.metrics_page)

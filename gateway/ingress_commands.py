@@ -73,7 +73,7 @@ def run_serve(args: argparse.Namespace) -> int:
         )
 
     from gateway.app import warn_without_speedups
-    from gateway.workers import Supervisor, resolve_worker_count
+    from gateway.workers import Supervisor, reserve_port, resolve_worker_count
 
     workers = resolve_worker_count(settings, args.workers)
     warn_without_speedups()
@@ -84,8 +84,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from gateway.app import serve
 
+    # Bound before anything starts, so a port in use is a one-line error, not a
+    # traceback after the producer already connected.
+    sock, _address = reserve_port(settings.http.host, settings.http.port, reuse_port=False)
     try:
-        uvloop.run(serve(settings, secrets))
+        uvloop.run(serve(settings, secrets, sock=sock))
     except UnavailableError as error:
         print(f"hitl-gateway serve: cannot start: {error}", file=sys.stderr)
         return 1

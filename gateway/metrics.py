@@ -71,6 +71,15 @@ class IngressMetrics:
             "Events produced without deduplication because the shared store was unreachable (fail_open).",
             registry=own,
         )
+        self._outcomes: dict[str, Counter] = {}
+
+    def count_outcome(self, outcome: str) -> None:
+        """Count one completed webhook request under ``outcome``."""
+        # labels() takes a lock and builds a key on every call; the outcomes are few.
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self.requests.labels(outcome)
+        child.inc()
 
 
 def multiprocess_mode() -> bool:

@@ -89,12 +89,18 @@ class ListenAddress:
         return self.sockaddr[1]
 
 
-def reuse_port_socket(address: ListenAddress) -> socket.socket:
-    """Return a socket bound to ``address`` with SO_REUSEPORT, not yet listening."""
+def reuse_port_socket(address: ListenAddress, *, reuse_port: bool = True) -> socket.socket:
+    """Return a socket bound to ``address``, not yet listening.
+
+    With ``reuse_port`` (the workers of ``serve --workers N``) other sockets may bind the
+    same port; without it a second gateway on the port fails at start-up instead of
+    silently sharing its traffic.
+    """
     sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if address.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address.sockaddr)
@@ -104,8 +110,12 @@ def reuse_port_socket(address: ListenAddress) -> socket.socket:
     return sock
 
 
-def reserve_port(host: str, port: int) -> tuple[socket.socket, ListenAddress]:
-    """Bind the supervisor's placeholder socket; with port 0 the kernel picks one."""
+def reserve_port(host: str, port: int, *, reuse_port: bool = True) -> tuple[socket.socket, ListenAddress]:
+    """Bind a socket to ``host:port``; with port 0 the kernel picks one.
+
+    The supervisor holds such a socket as a placeholder for its workers; a single-process
+    gateway listens on it. Raises ConfigError when the address cannot be used.
+    """
     try:
         family, _type, _proto, _name, sockaddr = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -113,7 +123,7 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket, ListenAddress]:
     except socket.gaierror as error:
         raise ConfigError(f"http.host: cannot resolve {host!r} ({error.strerror}); give an IP address or a known host name") from None
     try:
-        sock = reuse_port_socket(ListenAddress(family, sockaddr))
+        sock = reuse_port_socket(ListenAddress(family, sockaddr), reuse_port=reuse_port)
     except OSError as error:
         raise ConfigError(
             f"http.port: cannot bind {host}:{port} ({error.strerror}); stop the program that uses it "

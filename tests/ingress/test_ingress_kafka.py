@@ -157,3 +157,32 @@ async def test_broker_outage_gives_503_then_retry_accepted(start_gateway, kafka_
     assert body in stored
     # Acknowledged before the broker was killed, so it survived the crash.
     assert warm_up in stored
+
+
+async def test_expect_continue_gets_413_before_upload(start_gateway):
+    gateway = await start_gateway(http={"max_body_bytes": 1024})
+    url = gateway.server.make_url(gateway.settings.http.path)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(
+            f"POST {url.path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        await writer.drain()
+        # No body sent: the answer must come from the headers alone.
+        status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+    assert status_line.startswith(b"HTTP/1.1 413")
+
+
+async def test_expect_continue_within_limit_is_accepted(start_gateway):
+    gateway = await start_gateway()
+    body = (SAMPLES / "loop.created.json").read_bytes()
+
+    status, answer, _ = await gateway.post(body, headers={"Expect": "100-continue"})
+
+    assert status == 200
+    assert answer["status"] == "accepted"

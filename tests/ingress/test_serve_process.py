@@ -131,6 +131,17 @@ def test_serve_without_secret_refuses_to_start(gateway_env):
     assert "no webhook secret configured" in result.stderr
 
 
+def test_serve_on_port_in_use_fails_in_one_line(gateway_env):
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", int(gateway_env["GATEWAY_HTTP_PORT"])))
+        occupant.listen()
+        result = cli("serve", env=gateway_env)
+
+    assert result.returncode == 2
+    assert f"http.port: cannot bind 127.0.0.1:{gateway_env['GATEWAY_HTTP_PORT']}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_with_invalid_config_names_key_and_line(gateway_env, tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("http:\n  port: 8080\nkafka:\n  partitions: many\n")
