@@ -9,6 +9,7 @@ redelivery of the same bytes a duplicate.
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,21 @@ def parse_event(body: bytes) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise InvalidEvent(f"the body is JSON but not an object (found {type(event).__name__}); send one event as a JSON object")
     return event
+
+
+def parse_iso_time(text: str | None) -> datetime | None:
+    """Read an ISO 8601 time such as an event's occurred-at; no offset means UTC.
+
+    Returns None for a missing or unreadable value, because senders' times are not
+    trusted to be well formed.
+    """
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def lookup(event: Mapping[str, Any], path: Sequence[str]) -> Any:

@@ -25,7 +25,8 @@ from gateway.routing.inbound import Inbound
 from gateway.routing.metrics import RouterMetrics
 from gateway.routing.ordering import Ticket
 from gateway.routing.ratelimit import TokenBucket
-from gateway.routing.stale import STALE_HEADER, StaleTracker, parse_time, request_id_of
+from gateway.envelope import parse_iso_time
+from gateway.routing.stale import STALE_HEADER, StaleTracker, request_id_of
 from gateway.sinks.base import DeliveryFailed, RoutedEvent, Sink
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ class RouteWorker:
         ahead: dict[str, Any] = {}
         for job in jobs:
             request_id = request_id_of(job.inbound.event)
-            occurred_at = parse_time(job.inbound.occurred_at)
+            occurred_at = parse_iso_time(job.inbound.occurred_at)
             if request_id is None or occurred_at is None:
                 to_deliver.append(job)
                 continue
@@ -316,7 +317,7 @@ class RouteWorker:
     def _remember_delivered(self, job: Job) -> None:
         assert self._stale is not None
         request_id = request_id_of(job.inbound.event)
-        occurred_at = parse_time(job.inbound.occurred_at)
+        occurred_at = parse_iso_time(job.inbound.occurred_at)
         if request_id is not None and occurred_at is not None:
             self._stale.record(request_id, occurred_at)
 

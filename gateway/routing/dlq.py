@@ -16,6 +16,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from gateway.envelope import parse_iso_time
 from gateway.errors import BrokerUnavailable
 from gateway.producer import ensure_topics, start_reliable_producer
 from gateway.routing.backoff import Backoff
@@ -146,7 +147,7 @@ def parked_at_or_after(headers: Sequence[tuple[str, bytes]], timestamp_ms: int, 
     if since is None:
         return True
     parked_text = header_values(headers).get(TIME_HEADER)
-    parked_at = _parse_iso(parked_text) if parked_text else None
+    parked_at = parse_iso_time(parked_text) if parked_text else None
     if parked_at is None:
         parked_at = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
     return parked_at >= since
@@ -201,11 +202,3 @@ async def redrive(
     finally:
         await reader.stop()
         await runner.stop()
-
-
-def _parse_iso(text: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 STALE_HEADER = ("x-stale-event", b"true")
@@ -28,17 +28,6 @@ def request_id_of(event: Mapping[str, Any]) -> str | None:
                 return found
     found = event.get("request_id")
     return found if isinstance(found, str) and found else None
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """Read an ISO 8601 time; a time without zone is taken as UTC. None when unreadable."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class StaleTracker:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import ClassVar
 
 import asyncpg
 import structlog
 from pydantic import PositiveFloat, PositiveInt, field_validator, model_validator
 
+from gateway.envelope import parse_iso_time
 from gateway.routing.config import SecretRef
 from gateway.routing.match import expected_found
 from gateway.sinks.base import DeliveryFailed, RoutedEvent, SinkContext, SinkSettings
@@ -86,17 +86,6 @@ def insert_sql(table: str) -> str:
     """
 
 
-def parse_occurred_at(value: str | None) -> datetime | None:
-    """Read an ISO 8601 time; a time without offset is taken as UTC, anything unreadable as unknown."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
-
-
 class PostgresSink:
     Settings: ClassVar[type[SinkSettings]] = PostgresSettings
     supports_batches: ClassVar[bool] = True
@@ -148,7 +137,7 @@ class PostgresSink:
             [event.event_id for event in events],
             [event.event_type for event in events],
             [event.loop_id for event in events],
-            [parse_occurred_at(event.occurred_at) for event in events],
+            [parse_iso_time(event.occurred_at) for event in events],
             [event.topic for event in events],
             [event.partition for event in events],
             [event.offset for event in events],

@@ -12,7 +12,8 @@ from gateway.errors import ConfigError
 from gateway.routing.metrics import RouterMetrics
 from gateway.routing.reload import ConfigWatcher
 from gateway.routing.replay import parse_timestamp
-from gateway.routing.stale import StaleTracker, parse_time
+from gateway.envelope import parse_iso_time
+from gateway.routing.stale import StaleTracker
 
 
 class Applied:
@@ -116,10 +117,10 @@ def test_timestamp_invalid_text() -> None:
 
 def test_stale_tracker_lru_bound() -> None:
     tracker = StaleTracker(max_requests=2)
-    tracker.record("r1", parse_time("2025-03-01T12:00:00Z"))
-    tracker.record("r2", parse_time("2025-03-01T12:00:00Z"))
+    tracker.record("r1", parse_iso_time("2025-03-01T12:00:00Z"))
+    tracker.record("r2", parse_iso_time("2025-03-01T12:00:00Z"))
     tracker.newest("r1")
-    tracker.record("r3", parse_time("2025-03-01T12:00:00Z"))
+    tracker.record("r3", parse_iso_time("2025-03-01T12:00:00Z"))
 
     assert len(tracker) == 2
     assert tracker.newest("r2") is None

@@ -13,7 +13,8 @@ import pytest
 from gateway.errors import ConfigError
 from gateway.routing.config import SecretRef
 from gateway.sinks.base import DeliveryFailed, SinkContext
-from gateway.sinks.postgres import PostgresSettings, PostgresSink, parse_occurred_at
+from gateway.envelope import parse_iso_time
+from gateway.sinks.postgres import PostgresSettings, PostgresSink
 
 pytestmark = pytest.mark.postgres
 
@@ -211,4 +212,4 @@ def test_table_name_must_be_an_identifier(table_name: str) -> None:
     ],
 )
 def test_parse_occurred_at(value: str | None, expected: datetime | None) -> None:
-    assert parse_occurred_at(value) == expected
+    assert parse_iso_time(value) == expected
