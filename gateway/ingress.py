@@ -109,7 +109,7 @@ class Ingress:
         )
 
     async def expect_continue(self, request: web.Request) -> web.Response | None:
-        """Answer ``Expect: 100-continue``: 413 at once for a declared body over the limit.
+        """Handle ``Expect: 100-continue``: 413 at once for a declared body over the limit.
 
         Without this, aiohttp sends ``100 Continue`` first and the client uploads the
         whole body before it learns that the body was too large.
