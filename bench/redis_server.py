@@ -31,7 +31,7 @@ class RedisServer:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        """Start the server (again, on the same port) and wait until it answers PING."""
+        """Start the server (again, on the same port) and wait until it replies to PING."""
         if self._process is not None:
             return
         if self.binary is None:
@@ -63,7 +63,7 @@ class RedisServer:
                 return
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server did not answer PING on port {self.port} within {START_TIMEOUT_S:.0f} s")
+        raise RuntimeError(f"redis-server did not reply to PING on port {self.port} within {START_TIMEOUT_S:.0f} s")
 
     def ping(self) -> bool:
         try:

@@ -156,8 +156,8 @@ def _json_response(status: int, payload: dict, headers: dict[str, str] | None = 
 
 
 def build_app(ingress: Ingress, *, webhook_path: str) -> web.Application:
-    # The body limit is enforced by read_body, which reads as a stream; aiohttp's own
-    # limit applies only to request.read() and would return a 413 without a JSON body.
+    # read_body enforces the body limit while it reads the stream. aiohttp's own limit
+    # applies only to request.read(), and its 413 has no JSON body.
     app = web.Application(client_max_size=ingress.max_body_bytes + 1)
     app.router.add_post(webhook_path, ingress.handle, expect_handler=ingress.expect_continue)
     app.router.add_get("/healthz", ingress.healthz)

@@ -92,8 +92,8 @@ class ListenAddress:
 def reuse_port_socket(address: ListenAddress, *, reuse_port: bool = True) -> socket.socket:
     """Return a socket bound to ``address``, not yet listening.
 
-    With ``reuse_port`` (the workers of ``serve --workers N``) other sockets may bind the
-    same port; without it a second gateway on the port fails at start-up instead of
+    With ``reuse_port`` (the workers of ``serve --workers N``), other sockets may bind the
+    same port. Without it, a second gateway on the port fails at start-up instead of
     silently sharing its traffic.
     """
     sock = socket.socket(address.family, socket.SOCK_STREAM)
@@ -113,8 +113,8 @@ def reuse_port_socket(address: ListenAddress, *, reuse_port: bool = True) -> soc
 def reserve_port(host: str, port: int, *, reuse_port: bool = True) -> tuple[socket.socket, ListenAddress]:
     """Bind a socket to ``host:port``; with port 0 the kernel picks one.
 
-    The supervisor holds such a socket as a placeholder for its workers; a single-process
-    gateway listens on it. Raises ConfigError when the address cannot be used.
+    The supervisor keeps such a socket open as a placeholder for its workers, and a
+    single-process gateway listens on it. Raises ConfigError when the address cannot be used.
     """
     try:
         family, _type, _proto, _name, sockaddr = socket.getaddrinfo(

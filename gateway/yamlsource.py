@@ -2,8 +2,8 @@
 
 Configuration errors must name the file, the line and the key path. PyYAML's safe loader
 drops positions once it builds Python objects, so this loader records the line of every
-mapping key and sequence item, and rejects the YAML pitfalls that silently change meaning:
-duplicate keys (the last one would win) and tab indentation.
+mapping key and sequence item. It also rejects two YAML pitfalls that silently change
+meaning: duplicate keys (the last one would win) and tab indentation.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class DedupStore(Protocol):
     async def claim(self, event_id: str) -> Receipt | None:
         """Reserve the id and return None, or return the receipt of its earlier delivery.
 
-        Waits while another caller holds the reservation. Raises DedupUnavailable when
+        Waits while another caller has the reservation. Raises DedupUnavailable when
         that wait times out or the store cannot be reached.
         """
 

@@ -31,7 +31,7 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def delay_s(self, failures: int, retry_after_s: float | None = None) -> float:
-        """The wait after ``failures`` failed attempts in a row (1 after the first failure).
+        """Return the wait after ``failures`` failed attempts in a row (1 after the first failure).
 
         A ``retry_after_s`` from the remote system is honoured when it is the longer wait.
         """

@@ -42,7 +42,7 @@ class RoutedEvent:
 class DeliveryFailed(GatewayError):
     """Raised by a sink when an event was not delivered.
 
-    ``retriable`` tells the router whether trying again can help (a timeout, a 5xx) or not (a 4xx
+    ``retriable`` is whether trying again can help (a timeout, a 5xx) or not (a 4xx
     other than 429); ``retry_after_s`` carries a delay the remote system asked for.
     """
 

@@ -1,8 +1,8 @@
 """The ``kafka`` sink: produce each event to another topic, same key, value and headers.
 
-The producer is idempotent with acks=all, as the ingress's is. With ``create_topic`` the
-sink creates its topic at start when it is missing; otherwise the topic must exist, and a
-missing topic surfaces as a retriable timeout.
+The producer is idempotent with acks=all, as the ingress's is. With ``create_topic``, the
+sink creates its topic at start when it is missing. Otherwise the topic must exist, because
+a missing topic surfaces only as a retriable timeout.
 """
 
 from __future__ import annotations

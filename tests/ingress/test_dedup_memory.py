@@ -55,7 +55,7 @@ async def test_in_flight_duplicate_takes_over_after_release():
 
     await store.release("e1")
     assert await waiter is None
-    # The waiter now holds the reservation: a third delivery waits again.
+    # The waiter now has the reservation, so a third delivery waits again.
     third = asyncio.create_task(store.claim("e1"))
     await asyncio.sleep(0.01)
     assert not third.done()

@@ -169,7 +169,7 @@ async def test_expect_continue_gets_413_before_upload(start_gateway):
             "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n".encode()
         )
         await writer.drain()
-        # No body sent: the answer must come from the headers alone.
+        # No body sent: the response must come from the headers alone.
         status_line = await asyncio.wait_for(reader.readline(), timeout=5)
     finally:
         writer.close()

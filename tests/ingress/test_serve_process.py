@@ -131,7 +131,7 @@ def test_serve_without_secret_refuses_to_start(gateway_env):
     assert "no webhook secret configured" in result.stderr
 
 
-def test_serve_on_port_in_use_fails_in_one_line(gateway_env):
+def test_serve_port_in_use(gateway_env):
     with socket.socket() as occupant:
         occupant.bind(("127.0.0.1", int(gateway_env["GATEWAY_HTTP_PORT"])))
         occupant.listen()
@@ -152,7 +152,7 @@ def test_serve_with_invalid_config_names_key_and_line(gateway_env, tmp_path):
 
 
 async def test_acknowledged_events_survive_gateway_kill(gateway_env, kafka_bootstrap, topic_prefix):
-    """SIGKILL the gateway mid-stream: every event it answered 200 for is in Kafka."""
+    """SIGKILL the gateway mid-stream: every event that got a 200 response is in Kafka."""
     process, base_url = await start_serve(gateway_env)
     bodies = [sample_body("request.created", loop_id=f"loop-{number % 7}") for number in range(400)]
     acknowledged: list[bytes] = []

@@ -171,7 +171,7 @@ class Receiver:
     # Loops that get ``failing_status`` whatever the rates are.
     failing_loops: set[str] = field(default_factory=set)
     failing_status: int = 500
-    # Routes answered with ``failing_status`` for every event.
+    # Routes that get ``failing_status`` in response to every event.
     failing_routes: set[str] = field(default_factory=set)
     arrivals: dict[str, list[Arrival]] = field(default_factory=lambda: defaultdict(list))
     failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))
